@@ -14,7 +14,7 @@ $(BIN)/tpas: pyproject.toml
 setup: $(BIN)/tpas
 
 demo: setup
-	$(BIN)/tpas demo
+	$(BIN)/tpas --help
 
 lint: setup
 	$(BIN)/ruff check src tests bench
