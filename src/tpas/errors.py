@@ -3,10 +3,13 @@
 Branches follow what the caller can do about an error::
 
     TpasError
-    └── InputError                 reject the input: a 4xx answer, a CLI exit code 2
-        ├── DocumentError          a report body that cannot be read (400)
-        │   └── ForbiddenXmlError  XML with a DTD, entities or a foreign encoding (400)
-        └── DownlinkParameterError a downlink request outside SPEC.md §4.2 (422)
+    ├── InputError                 reject the input: a 4xx answer, a CLI exit code 2
+    │   ├── DocumentError          a report body that cannot be read (400)
+    │   │   └── ForbiddenXmlError  XML with a DTD, entities or a foreign encoding (400)
+    │   ├── DownlinkParameterError a downlink request outside SPEC.md §4.2 (422)
+    │   └── ConfigError            a configuration value that cannot be used (refuse to start)
+    └── TransientError             retry later
+        └── StorageUnavailable     the database cannot commit now (spool, or 503)
 
 Every error carries a stable ``reason`` code (used in HTTP error bodies and metrics) and
 the data needed to explain it; none carries a key or a token.
@@ -15,11 +18,14 @@ the data needed to explain it; none carries a key or a token.
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "DocumentError",
     "DownlinkParameterError",
     "ForbiddenXmlError",
     "InputError",
+    "StorageUnavailable",
     "TpasError",
+    "TransientError",
 ]
 
 
@@ -65,3 +71,29 @@ class DownlinkParameterError(InputError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.detail = message
+
+
+class ConfigError(InputError):
+    """A configuration value that cannot be used; ``key`` names it (``applications[0].as_id``).
+
+    The message never repeats a secret value.
+    """
+
+    reason = "invalid_config"
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+        self.detail = message
+
+
+class TransientError(TpasError):
+    """Something outside tpas failed in a way that may pass: retry later."""
+
+    reason = "transient"
+
+
+class StorageUnavailable(TransientError):  # noqa: N818 - names the condition
+    """The store cannot commit (connection lost, disk full, I/O error)."""
+
+    reason = "storage_unavailable"

@@ -60,7 +60,9 @@ _OBJECT_OR_TEXT: Final = frozenset({"CustomerData", "DriverCfg", "BaseStationDat
 def _info(cls: type[msgspec.Struct]) -> _TypeInfo:
     names = {f.encode_name for f in msgspec.structs.fields(cls)} - {"extra"}
     identity = "LrrID" if "LrrID" in names else "DevEUI"
-    return _TypeInfo(frozenset(names), frozenset(names & _OBJECT_OR_TEXT), identity)
+    # Also when the model lacks the field (an uplink's IoT Flow ``payload`` lands in
+    # ``extra``): the XML encoder writes these as JSON text, so reading must undo it.
+    return _TypeInfo(frozenset(names), _OBJECT_OR_TEXT, identity)
 
 
 _INFO: Final = {root: _info(cls) for root, cls in REPORT_TYPES.items()}

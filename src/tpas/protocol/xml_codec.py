@@ -75,6 +75,14 @@ def _value(element: ET.Element) -> Any:
     return out
 
 
+def _gateway(element: ET.Element) -> Any:
+    # A gateway with no field is written <Lrr /> and must read back as an empty gateway,
+    # not as empty text (which would push the whole gateway list into ``extra``).
+    if len(element) == 0 and not (element.text or "").strip():
+        return {}
+    return _value(element)
+
+
 def parse_xml(body: bytes | str) -> RawDocument:
     """Parse an XML body whose root element is the report type."""
     data = _guard(body.encode() if isinstance(body, str) else body)
@@ -89,7 +97,7 @@ def parse_xml(body: bytes | str) -> RawDocument:
     for child in root:
         key = _local(child.tag)
         if key == "Lrrs":
-            value: Any = {"Lrr": [_value(lrr) for lrr in child]}
+            value: Any = {"Lrr": [_gateway(lrr) for lrr in child]}
         else:
             value = _value(child)
         fields[key] = value

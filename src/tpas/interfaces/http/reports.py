@@ -1,0 +1,98 @@
+"""``POST /thingpark/{application}``: where ThingPark pushes reports.
+
+Raw ASGI rather than a framework route: this is the hot path, and every microsecond here
+is capacity (QUALITY.md, performance reference). The body is read up to the configured
+limit and no further (413 beyond it, SEC-11).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Final
+
+from tpas.interfaces.http.responses import send_json
+from tpas.interfaces.http.types import Receive, Scope, Send
+from tpas.services.ingest import IngestService
+from tpas.services.metrics import Metrics
+
+__all__ = ["PREFIX", "ReportEndpoint"]
+
+PREFIX: Final = "/thingpark/"
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+class ReportEndpoint:
+    """Reads one report request and answers with the ingest service's verdict."""
+
+    def __init__(self, ingest: IngestService, metrics: Metrics, max_body_bytes: int) -> None:
+        self.ingest = ingest
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        name = scope["path"][len(PREFIX) :]
+        if not name or "/" in name:
+            await send_json(send, 404, {"error": "unknown_application", "detail": "bad path"})
+            return
+        if scope["method"] != "POST":
+            await send_json(send, 405, {"error": "method_not_allowed", "detail": "use POST"})
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            self.metrics.refused.inc("body_too_large")
+            await send_json(send, 413, _too_large(self.max_body_bytes))
+            return
+        body = await self._read(receive)
+        if body is None:
+            self.metrics.refused.inc("body_too_large")
+            await send_json(send, 413, _too_large(self.max_body_bytes))
+            return
+        content_type = (_header(scope, b"content-type") or b"").decode("latin-1")
+        raw_query = _text(scope.get("query_string", b""))
+        result = await self.ingest.ingest(name, raw_query, body, content_type, datetime.now(UTC))
+        if result.reason is None:
+            answer: dict[str, object] = {
+                "status": result.detail,
+                "id": result.report_id,
+                "type": result.kind,
+            }
+            if result.spooled:
+                answer["spooled"] = True
+        else:
+            answer = {"error": result.reason, "detail": result.detail}
+        await send_json(send, result.status, answer)
+        self.metrics.request_latency.observe(time.perf_counter() - started)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _too_large(limit: int) -> dict[str, str]:
+    return {"error": "body_too_large", "detail": f"the limit is {limit} bytes"}
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")

@@ -1,0 +1,176 @@
+"""Group commit: one writer turns concurrent report requests into batched transactions.
+
+Each request puts its report on a queue and awaits the outcome. A single loop takes
+everything waiting (up to ``batch_max``) and commits it with one ``add_many``, so
+concurrent requests share one fsync (QUALITY.md REL-1). A request is answered only after
+its batch is committed, or, when the store cannot commit, after the batch is fsync'd to
+the local spool (REL-4); while the store is down, batches go straight to the spool and a
+replay loop moves them into the store once it answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from tpas.errors import StorageUnavailable
+from tpas.services.metrics import Metrics
+from tpas.storage.ports import NewReport, ReportStore, Spool
+
+__all__ = ["ReportWriter", "WriteOutcome"]
+
+log = logging.getLogger("tpas.writer")
+
+_REPLAY_INTERVAL: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What became of one report: stored (with its id), a duplicate, or spooled."""
+
+    id: int | None
+    duplicate: bool = False
+    spooled: bool = False
+
+
+_Item = tuple[NewReport, "asyncio.Future[WriteOutcome]"]
+
+
+class ReportWriter:
+    """Batches :meth:`add` calls into store commits; falls back to the spool."""
+
+    def __init__(
+        self,
+        store: ReportStore,
+        spool: Spool | None,
+        metrics: Metrics,
+        *,
+        batch_max: int = 512,
+        replay_interval: float = _REPLAY_INTERVAL,
+    ) -> None:
+        self.store = store
+        self.spool = spool
+        self.metrics = metrics
+        self.batch_max = batch_max
+        self.replay_interval = replay_interval
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._degraded = False
+        self._replay_lock = asyncio.Lock()
+
+    @property
+    def degraded(self) -> bool:
+        """True while the store is failing and reports go to the spool."""
+        return self._degraded
+
+    def start(self) -> None:
+        """Start the commit loop and the spool replay loop."""
+        self._tasks = [
+            asyncio.create_task(self._commit_loop(), name="tpas-commit"),
+            asyncio.create_task(self._replay_loop(), name="tpas-replay"),
+        ]
+
+    async def stop(self) -> None:
+        """Commit whatever is queued, then stop the loops."""
+        while not self._queue.empty():
+            await asyncio.sleep(0.005)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def add(self, report: NewReport) -> WriteOutcome:
+        """Queue one report and wait until it is committed or spooled.
+
+        Raises :class:`StorageUnavailable` when neither the store nor the spool took it.
+        """
+        future: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((report, future))
+        return await future
+
+    async def _commit_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Item]) -> None:
+        reports = [report for report, _ in batch]
+        self.metrics.commit_batch.observe(len(batch))
+        started = time.perf_counter()
+        if not self._degraded:
+            try:
+                outcomes = await self.store.add_many(reports)
+            except StorageUnavailable as exc:
+                log.warning("storage unavailable, spooling: %s", exc)
+                self._degraded = self.spool is not None
+                if self.spool is None:
+                    _fail(batch, exc)
+                    return
+            else:
+                self.metrics.commit_latency.observe(time.perf_counter() - started)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(WriteOutcome(outcome.id, outcome.duplicate))
+                return
+        await self._spool(batch)
+
+    async def _spool(self, batch: list[_Item]) -> None:
+        spool = self.spool
+        assert spool is not None
+        try:
+            await asyncio.to_thread(spool.append, [report for report, _ in batch])
+        except StorageUnavailable as exc:
+            log.error("spool unavailable too: %s", exc)
+            _fail(batch, exc)
+            return
+        self.metrics.spooled.inc(amount=len(batch))
+        for _, future in batch:
+            if not future.done():
+                future.set_result(WriteOutcome(None, spooled=True))
+
+    async def _replay_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.replay_interval)
+            try:
+                await self.replay()
+            except StorageUnavailable as exc:
+                log.info("spool replay waits for storage: %s", exc)
+
+    async def replay(self) -> int:
+        """Move spooled reports into the store; return how many were committed.
+
+        Idempotent: a report already stored is counted as a duplicate by the store.
+        """
+        spool = self.spool
+        if spool is None:
+            return 0
+        async with self._replay_lock:
+            segments = await asyncio.to_thread(spool.segments)
+            if not segments:
+                self._degraded = False
+                return 0
+            await self.store.ping()
+            moved = 0
+            for segment in segments:
+                reports = await asyncio.to_thread(spool.read, segment)
+                await self.store.add_many(reports)
+                await asyncio.to_thread(spool.remove, segment)
+                moved += len(reports)
+            self.metrics.replayed.inc(amount=moved)
+            self._degraded = False
+            log.info("replayed %d spooled reports", moved)
+            return moved
+
+
+def _fail(batch: list[_Item], exc: StorageUnavailable) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)

@@ -1,0 +1,282 @@
+"""The PostgreSQL :class:`~tpas.storage.ports.ReportStore`: psycopg 3 with a connection pool.
+
+Each batch is one transaction with synchronous commit (QUALITY.md REL-1): the inserts are
+pipelined (``executemany``), and a report that hits a unique key is looked up to report
+the id it duplicates. Several tpas processes may share one database: the unique keys make
+a report delivered to two of them stored once.
+
+The pool checks each connection before handing it out, so a PostgreSQL restart costs no
+failed request once the server is back. Driver errors become
+:class:`~tpas.errors.StorageUnavailable`, whose messages name the server but never the
+password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import psycopg
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool
+
+from tpas.errors import StorageUnavailable
+from tpas.storage.migrations import apply_postgres
+from tpas.storage.ports import (
+    DeviceSummary,
+    NewReport,
+    ReportQuery,
+    StoredReport,
+    StoreOutcome,
+)
+from tpas.storage.sql import Statements, fold_devices, insert_params, to_stored
+
+__all__ = ["PostgresStore"]
+
+_SQL: Final = Statements("%s")
+
+# Two processes inserting the same reports in different orders can deadlock; PostgreSQL
+# aborts one of them, and running it again then finds the other's rows as duplicates.
+_ATTEMPTS: Final = 3
+_RETRYABLE: Final = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+_RECONNECT_TIMEOUT: Final = 10.0
+
+_Connection = AsyncConnection[tuple[Any, ...]]
+
+
+def _describe(dsn: str) -> tuple[str, str | None]:
+    """A printable ``user@host:port/dbname`` for ``dsn``, and its password if it has one."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "(unparseable DSN)", None
+    user = f"{params['user']}@" if params.get("user") else ""
+    port = f":{params['port']}" if params.get("port") else ""
+    where = f"{user}{params.get('host') or 'localhost'}{port}/{params.get('dbname') or ''}"
+    password = params.get("password")
+    return where, None if password is None else str(password)
+
+
+async def _configure(conn: _Connection) -> None:
+    # REL-1 needs a synchronous commit; a server configured with "off" is overridden
+    # (stronger settings, like remote_apply for a synchronous standby, are kept).
+    cursor = await conn.execute("SHOW synchronous_commit")
+    row = await cursor.fetchone()
+    if row is not None and row[0] == "off":
+        await conn.execute("SET synchronous_commit = on")
+
+
+class PostgresStore:
+    """A report store in a PostgreSQL database.
+
+    ``dsn`` is a libpq connection string or URL (``postgresql://user@host:5432/db``); the
+    tables go into the first schema of its search path. ``min_size``/``max_size`` size the
+    pool; ``timeout`` (seconds) bounds the wait for a pooled connection, after which calls
+    fail with :class:`StorageUnavailable`; ``connect_timeout`` bounds each new connection;
+    ``ping_timeout`` bounds :meth:`ping`.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 5.0,
+        connect_timeout: int = 5,
+        ping_timeout: float = 2.0,
+    ) -> None:
+        self._dsn = dsn
+        self._where, self._password = _describe(dsn)
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._ping_timeout = ping_timeout
+        self._pool: AsyncConnectionPool[_Connection] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._where!r})"
+
+    async def open(self) -> None:
+        """Apply pending migrations, then fill the pool."""
+        if self._pool is not None:
+            return
+        try:
+            async with await AsyncConnection.connect(
+                self._dsn, autocommit=True, connect_timeout=self._connect_timeout
+            ) as conn:
+                await apply_postgres(conn)
+        except psycopg.Error as exc:
+            raise self._unavailable("cannot open", exc) from exc
+        pool: AsyncConnectionPool[_Connection] = AsyncConnectionPool(
+            self._dsn,
+            kwargs={"autocommit": True, "connect_timeout": self._connect_timeout},
+            min_size=self._min_size,
+            max_size=self._max_size,
+            open=False,
+            configure=_configure,
+            timeout=self._timeout,
+            # After giving up, the next request starts a fresh attempt at once, so a long
+            # outage never leaves the pool sleeping through a long backoff once the server
+            # is back.
+            reconnect_timeout=_RECONNECT_TIMEOUT,
+            name="tpas",
+        )
+        try:
+            await pool.open(wait=True, timeout=self._timeout)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise self._unavailable("cannot open", exc) from exc
+        self._pool = pool
+
+    async def close(self) -> None:
+        """Close the pool, waiting for connections in use to come back."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def add_many(self, reports: Sequence[NewReport]) -> list[StoreOutcome]:
+        """Store a batch in one transaction; returns once it is committed."""
+        if not reports:
+            self._require_pool()
+            return []
+        async with self._connection("cannot commit to") as conn:
+            for attempt in range(1, _ATTEMPTS + 1):
+                try:
+                    async with conn.transaction(), conn.cursor() as cursor:
+                        return await self._insert(cursor, reports)
+                except _RETRYABLE:
+                    if attempt == _ATTEMPTS:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get(self, report_id: int) -> StoredReport | None:
+        """One report by id, or ``None``."""
+        async with self._connection("cannot read") as conn:
+            cursor = await conn.execute(_SQL.select_one, (report_id,))
+            row = await cursor.fetchone()
+        return None if row is None else to_stored(row)
+
+    async def get_body(self, report_id: int) -> tuple[bytes, str] | None:
+        """The original body bytes and content type of one report, or ``None``."""
+        async with self._connection("cannot read") as conn:
+            cursor = await conn.execute(_SQL.select_body, (report_id,))
+            row = await cursor.fetchone()
+        return None if row is None else (bytes(row[0]), row[1])
+
+    async def query(self, query: ReportQuery) -> list[StoredReport]:
+        """Reports matching ``query``, newest first, at most ``query.limit``."""
+        sql, params = _SQL.query(query)
+        async with self._connection("cannot read") as conn:
+            cursor = await conn.execute(sql, params)
+            rows = await cursor.fetchall()
+        return [to_stored(row) for row in rows]
+
+    async def devices(self, application: str | None = None) -> list[DeviceSummary]:
+        """Every device with at least one report, optionally for one application."""
+        counts_sql, counts_params = _SQL.device_counts(application)
+        radio_sql, radio_params = _SQL.device_radio(application)
+        async with self._connection("cannot read") as conn, conn.transaction():
+            # Both queries see the same snapshot.
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            counts = await (await conn.execute(counts_sql, counts_params)).fetchall()
+            radio = await (await conn.execute(radio_sql, radio_params)).fetchall()
+        return fold_devices(counts, radio)
+
+    async def ping(self) -> None:
+        """Run ``SELECT 1``; raise :class:`StorageUnavailable` unless it answers in time."""
+        try:
+            async with (
+                asyncio.timeout(self._ping_timeout),
+                self._connection("cannot reach", self._ping_timeout) as conn,
+            ):
+                await conn.execute("SELECT 1")
+        except TimeoutError as exc:
+            raise StorageUnavailable(
+                f"PostgreSQL {self._where} did not answer within {self._ping_timeout} s"
+            ) from exc
+
+    async def _insert(
+        self, cursor: AsyncCursor[tuple[Any, ...]], reports: Sequence[NewReport]
+    ) -> list[StoreOutcome]:
+        # One result set per report: its new id, or no row for a duplicate.
+        await cursor.executemany(_SQL.insert, [insert_params(r) for r in reports], returning=True)
+        ids: list[int | None] = []
+        async for result in cursor.results():
+            row = await result.fetchone()
+            ids.append(None if row is None else row[0])
+        twins = [reports[i] for i, new_id in enumerate(ids) if new_id is None]
+        if not twins:
+            return [StoreOutcome(new_id, duplicate=False) for new_id in ids if new_id is not None]
+        # Read committed: this statement sees rows committed meanwhile by other processes,
+        # and this transaction's own earlier rows (twins inside one batch).
+        await cursor.executemany(
+            _SQL.find_duplicate,
+            [(r.application, r.token, r.frame_key, r.token) for r in twins],
+            returning=True,
+        )
+        originals: list[int] = []
+        async for result in cursor.results():
+            row = await result.fetchone()
+            if row is None:  # only if a row were deleted meanwhile; tpas never deletes
+                raise StorageUnavailable(f"a duplicate's original vanished from {self._where}")
+            originals.append(row[0])
+        original = iter(originals)
+        return [
+            StoreOutcome(new_id, duplicate=False)
+            if new_id is not None
+            else StoreOutcome(next(original), duplicate=True)
+            for new_id in ids
+        ]
+
+    @asynccontextmanager
+    async def _connection(
+        self, action: str, timeout: float | None = None
+    ) -> AsyncIterator[_Connection]:
+        """A live pooled connection; psycopg errors inside the block become StorageUnavailable."""
+        pool = self._require_pool()
+        try:
+            conn = await self._live_connection(pool, self._timeout if timeout is None else timeout)
+            try:
+                yield conn
+            finally:
+                await pool.putconn(conn)
+        except psycopg.Error as exc:
+            raise self._unavailable(action, exc) from exc
+
+    @staticmethod
+    async def _live_connection(
+        pool: AsyncConnectionPool[_Connection], timeout: float
+    ) -> _Connection:
+        # psycopg_pool's own check= sleeps with backoff (1 s, 2 s, ...) after each dead
+        # connection, and after a server restart every idle connection is dead. Here a
+        # dead one costs one round trip: the pool discards it and we take the next.
+        deadline = time.monotonic() + timeout
+        while True:
+            conn = await pool.getconn(timeout=deadline - time.monotonic())
+            try:
+                await conn.execute("")
+            except psycopg.OperationalError:
+                await pool.putconn(conn)
+                continue
+            except BaseException:  # cancelled mid-check: give it back all the same
+                await pool.putconn(conn)
+                raise
+            return conn
+
+    def _require_pool(self) -> AsyncConnectionPool[_Connection]:
+        if self._pool is None:
+            raise StorageUnavailable(f"PostgreSQL store {self._where} is not open")
+        return self._pool
+
+    def _unavailable(self, action: str, exc: psycopg.Error) -> StorageUnavailable:
+        detail = " ".join(str(exc).split())
+        if self._password:
+            detail = detail.replace(self._password, "***")
+        return StorageUnavailable(f"{action} PostgreSQL {self._where}: {detail}")

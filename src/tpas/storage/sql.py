@@ -1,0 +1,147 @@
+"""The SQL both database stores share, written once with the dialect's placeholder.
+
+SQLite (``?``) and psycopg (``%s``) accept the same statements here; only the
+placeholder differs. Column lists come from the port's dataclasses, so a field added to
+:class:`NewReport` / :class:`StoredReport` needs only a migration.
+"""
+
+# S608 (SQL built from strings): every value goes through a placeholder; the f-strings
+# here splice only constant column lists, constant clauses and the placeholder itself.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from operator import attrgetter
+from typing import Any, Final
+
+from tpas.storage.ports import DeviceSummary, NewReport, ReportQuery, StoredReport
+
+__all__ = ["Statements", "fold_devices", "insert_params", "to_stored"]
+
+_INSERT_COLUMNS: Final = tuple(f.name for f in fields(NewReport))
+_SELECT_COLUMNS: Final = tuple(f.name for f in fields(StoredReport))
+_DEV_EUI_AT: Final = _INSERT_COLUMNS.index("dev_eui")
+_insert_values: Final = attrgetter(*_INSERT_COLUMNS)
+
+
+def _column_list(names: Iterable[str]) -> str:
+    # Quoted because ``time`` is a type name in PostgreSQL.
+    return ", ".join(f'"{name}"' for name in names)
+
+
+class Statements:
+    """The statements of one dialect, built once; ``ph`` is its parameter placeholder.
+
+    - ``insert``: insert one report; returns its id, or no row when it is a duplicate.
+    - ``find_duplicate``: the id of the row a duplicate collided with, by token first, else
+      by frame key; parameters (application, token, frame_key, token).
+    - ``select_one``: one report by id.
+    - ``select_body``: the original body and content type of one report, by id.
+    """
+
+    __slots__ = ("find_duplicate", "insert", "ph", "select_body", "select_one")
+
+    def __init__(self, ph: str) -> None:
+        self.ph = ph
+        self.insert = (
+            f"INSERT INTO reports ({_column_list(_INSERT_COLUMNS)}) "
+            f"VALUES ({', '.join([ph] * len(_INSERT_COLUMNS))}) "
+            "ON CONFLICT DO NOTHING RETURNING id"
+        )
+        self.find_duplicate = (
+            f"SELECT id FROM reports WHERE application = {ph} "
+            f"AND (token = {ph} OR frame_key = {ph}) "
+            f"ORDER BY CASE WHEN token = {ph} THEN 0 ELSE 1 END LIMIT 1"
+        )
+        self.select_one = f"SELECT {_column_list(_SELECT_COLUMNS)} FROM reports WHERE id = {ph}"
+        self.select_body = f"SELECT body, content_type FROM reports WHERE id = {ph}"
+
+    def query(self, query: ReportQuery) -> tuple[str, list[Any]]:
+        """A filtered page of reports, newest first, and its parameters."""
+        p = self.ph
+        where: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            (f"application = {p}", query.application),
+            (f"dev_eui = {p}", None if query.dev_eui is None else query.dev_eui.upper()),
+            (f"kind = {p}", query.kind),
+            (f"time_ts >= {p}", query.since),
+            (f"time_ts < {p}", query.until),
+            (f"id < {p}", query.before_id),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        params.append(max(query.limit, 0))  # SQLite reads a negative LIMIT as "no limit"
+        sql = (
+            f"SELECT {_column_list(_SELECT_COLUMNS)} FROM reports{condition} "
+            f"ORDER BY id DESC LIMIT {p}"
+        )
+        return sql, params
+
+    def device_counts(self, application: str | None) -> tuple[str, list[Any]]:
+        """Rows of (application, dev_eui, kind, count, last received_at)."""
+        only, params = self._only(application)
+        sql = (
+            "SELECT application, dev_eui, kind, COUNT(*), MAX(received_at) FROM reports "
+            f"WHERE dev_eui IS NOT NULL{only} GROUP BY application, dev_eui, kind"
+        )
+        return sql, params
+
+    def device_radio(self, application: str | None) -> tuple[str, list[Any]]:
+        """Rows of (application, dev_eui, rssi, snr) from each device's latest report with RSSI."""
+        only, params = self._only(application)
+        sql = (
+            "SELECT r.application, r.dev_eui, r.rssi, r.snr FROM reports r JOIN ("
+            "SELECT MAX(id) AS id FROM reports "
+            f"WHERE rssi IS NOT NULL AND dev_eui IS NOT NULL{only} "
+            "GROUP BY application, dev_eui) latest ON r.id = latest.id"
+        )
+        return sql, params
+
+    def _only(self, application: str | None) -> tuple[str, list[Any]]:
+        if application is None:
+            return "", []
+        return f" AND application = {self.ph}", [application]
+
+
+def insert_params(report: NewReport) -> tuple[Any, ...]:
+    """The parameters of :attr:`Statements.insert`; the DevEUI is stored upper case."""
+    values: tuple[Any, ...] = _insert_values(report)
+    if report.dev_eui is not None:
+        values = (*values[:_DEV_EUI_AT], report.dev_eui.upper(), *values[_DEV_EUI_AT + 1 :])
+    return values
+
+
+def to_stored(row: Sequence[Any]) -> StoredReport:
+    """A row selected with the report columns, as a :class:`StoredReport`."""
+    return StoredReport(*row)
+
+
+def fold_devices(
+    counts: Iterable[Sequence[Any]], radio: Iterable[Sequence[Any]]
+) -> list[DeviceSummary]:
+    """Combine :meth:`Statements.device_counts` and :meth:`Statements.device_radio` rows.
+
+    Sorted here rather than in SQL: PostgreSQL's collation and SQLite's byte order differ.
+    """
+    seen: dict[tuple[str, str], tuple[float, dict[str, int]]] = {}
+    for application, dev_eui, kind, count, last_seen in counts:
+        previous, by_kind = seen.get((application, dev_eui), (float("-inf"), {}))
+        by_kind[kind] = int(count)
+        seen[application, dev_eui] = (max(previous, float(last_seen)), by_kind)
+    last_radio = {(app, dev): (rssi, snr) for app, dev, rssi, snr in radio}
+    return [
+        DeviceSummary(
+            application=application,
+            dev_eui=dev_eui,
+            last_seen=last_seen,
+            counts=by_kind,
+            last_rssi=last_radio.get((application, dev_eui), (None, None))[0],
+            last_snr=last_radio.get((application, dev_eui), (None, None))[1],
+        )
+        for (application, dev_eui), (last_seen, by_kind) in sorted(seen.items())
+    ]

@@ -1,0 +1,299 @@
+"""The SQLite :class:`~tpas.storage.ports.ReportStore`: one writer thread, pooled readers.
+
+The database runs in WAL mode with ``synchronous=FULL``, so a committed batch survives a
+power cut (QUALITY.md REL-1). One dedicated thread owns the only write connection: SQLite
+allows one writer at a time anyway, and a single owner never waits on its own lock.
+:meth:`SqliteStore.add_many` hands its batch to that thread and awaits the outcome; each
+batch is one ``BEGIN IMMEDIATE ... COMMIT``. Reads run on a few worker threads with
+read-only connections, which WAL lets proceed while the writer commits.
+
+Every sqlite3 error becomes :class:`~tpas.errors.StorageUnavailable`, and no transaction
+is left open after one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from tpas.errors import StorageUnavailable
+from tpas.storage.migrations import apply_sqlite
+from tpas.storage.ports import (
+    DeviceSummary,
+    NewReport,
+    ReportQuery,
+    StoredReport,
+    StoreOutcome,
+)
+from tpas.storage.sql import Statements, fold_devices, insert_params, to_stored
+
+__all__ = ["SqliteStore"]
+
+_T = TypeVar("_T")
+_SQL = Statements("?")
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    reports: Sequence[NewReport]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[StoreOutcome]]
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[_T],
+    result: _T | None,
+    error: BaseException | None,
+) -> None:
+    """Resolve ``future`` from another thread."""
+
+    def apply() -> None:
+        if future.done():  # the awaiting task was cancelled
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]  # None only with an error
+
+    # A closed loop has nobody left waiting.
+    with suppress(RuntimeError):
+        loop.call_soon_threadsafe(apply)
+
+
+class SqliteStore:
+    """A report store in one SQLite file.
+
+    ``path`` is the database file; its directory must exist. ``busy_timeout`` (seconds)
+    bounds how long a write waits for a lock held by another process before failing with
+    :class:`StorageUnavailable`; ``readers`` is the number of concurrent read threads.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0, readers: int = 4
+    ) -> None:
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._reader_count = readers
+        self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    async def open(self) -> None:
+        """Start the writer (which applies migrations) and the readers."""
+        if self._writer is not None:
+            return
+        directory = self.path.absolute().parent
+        if not directory.is_dir():
+            raise StorageUnavailable(
+                f"cannot open SQLite database {self.path}: directory {directory} does not exist"
+            )
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        self._batches = queue.SimpleQueue()
+        writer = threading.Thread(
+            target=self._write_loop, args=(loop, ready), name="tpas-sqlite-writer", daemon=True
+        )
+        writer.start()
+        try:
+            await ready
+        except BaseException:
+            self._batches.put(None)  # harmless if the writer already gave up
+            await asyncio.to_thread(writer.join)
+            raise
+        self._writer = writer
+        self._readers = ThreadPoolExecutor(self._reader_count, "tpas-sqlite-read")
+
+    async def close(self) -> None:
+        """Finish queued batches, then close every connection."""
+        writer, readers = self._writer, self._readers
+        self._writer = self._readers = None
+        if readers is not None:
+            await asyncio.to_thread(readers.shutdown)
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                break
+        if writer is not None:
+            self._batches.put(None)  # after every batch already queued
+            await asyncio.to_thread(writer.join)
+
+    async def add_many(self, reports: Sequence[NewReport]) -> list[StoreOutcome]:
+        """Store a batch in one transaction; returns once it is committed."""
+        if self._writer is None:
+            raise StorageUnavailable(f"SQLite database {self.path} is not open")
+        if not reports:
+            return []
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[StoreOutcome]] = loop.create_future()
+        self._batches.put(_Batch(reports, loop, future))
+        return await future
+
+    async def get(self, report_id: int) -> StoredReport | None:
+        """One report by id, or ``None``."""
+
+        def read(conn: sqlite3.Connection) -> StoredReport | None:
+            row = conn.execute(_SQL.select_one, (report_id,)).fetchone()
+            return None if row is None else to_stored(row)
+
+        return await self._read(read)
+
+    async def get_body(self, report_id: int) -> tuple[bytes, str] | None:
+        """The original body bytes and content type of one report, or ``None``."""
+
+        def read(conn: sqlite3.Connection) -> tuple[bytes, str] | None:
+            row = conn.execute(_SQL.select_body, (report_id,)).fetchone()
+            return None if row is None else (bytes(row[0]), row[1])
+
+        return await self._read(read)
+
+    async def query(self, query: ReportQuery) -> list[StoredReport]:
+        """Reports matching ``query``, newest first, at most ``query.limit``."""
+        sql, params = _SQL.query(query)
+
+        def read(conn: sqlite3.Connection) -> list[StoredReport]:
+            return [to_stored(row) for row in conn.execute(sql, params)]
+
+        return await self._read(read)
+
+    async def devices(self, application: str | None = None) -> list[DeviceSummary]:
+        """Every device with at least one report, optionally for one application."""
+        counts_sql, counts_params = _SQL.device_counts(application)
+        radio_sql, radio_params = _SQL.device_radio(application)
+
+        def read(conn: sqlite3.Connection) -> list[DeviceSummary]:
+            conn.execute("BEGIN")  # both queries see the same snapshot
+            counts = conn.execute(counts_sql, counts_params).fetchall()
+            radio = conn.execute(radio_sql, radio_params).fetchall()
+            conn.execute("COMMIT")
+            return fold_devices(counts, radio)
+
+        return await self._read(read)
+
+    async def ping(self) -> None:
+        """Raise :class:`StorageUnavailable` unless the writer runs and the file is readable."""
+        if self._writer is not None and not self._writer.is_alive():
+            raise StorageUnavailable(f"the writer of SQLite database {self.path} has stopped")
+        await self._read(
+            lambda conn: conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        )
+
+    # The writer thread.
+
+    def _write_loop(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+        try:
+            conn = self._connect_writer()
+        except BaseException as exc:
+            _settle(loop, ready, None, exc)
+            return
+        _settle(loop, ready, None, None)
+        try:
+            while (batch := self._batches.get()) is not None:
+                try:
+                    outcomes = self._write(conn, batch.reports)
+                except BaseException as exc:
+                    _settle(batch.loop, batch.future, None, exc)
+                else:
+                    _settle(batch.loop, batch.future, outcomes, None)
+        finally:
+            conn.close()
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._unavailable("cannot open", exc) from exc
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode != "wal":
+                raise StorageUnavailable(
+                    f"SQLite database {self.path} cannot use WAL mode (journal mode {mode!r})"
+                )
+            conn.execute("PRAGMA synchronous = FULL")
+            apply_sqlite(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._unavailable("cannot prepare", exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _write(self, conn: sqlite3.Connection, reports: Sequence[NewReport]) -> list[StoreOutcome]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes: list[StoreOutcome] = []
+            for report in reports:
+                inserted = conn.execute(_SQL.insert, insert_params(report)).fetchall()
+                if inserted:
+                    outcomes.append(StoreOutcome(inserted[0][0], duplicate=False))
+                    continue
+                (existing,) = conn.execute(
+                    _SQL.find_duplicate,
+                    (report.application, report.token, report.frame_key, report.token),
+                ).fetchone()
+                outcomes.append(StoreOutcome(existing, duplicate=True))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._unavailable("cannot commit to", exc) from exc
+            raise
+        return outcomes
+
+    # The readers.
+
+    async def _read(self, read: Callable[[sqlite3.Connection], _T]) -> _T:
+        readers = self._readers
+        if readers is None:
+            raise StorageUnavailable(f"SQLite database {self.path} is not open")
+        return await asyncio.get_running_loop().run_in_executor(readers, self._run_read, read)
+
+    def _run_read(self, read: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._connect_reader()
+        try:
+            return read(conn)
+        except sqlite3.Error as exc:
+            raise self._unavailable("cannot read", exc) from exc
+        finally:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            self._idle.put(conn)
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        # Read-only, so a deleted file is an error rather than a new empty database.
+        uri = f"{self.path.absolute().as_uri()}?mode=ro"
+        try:
+            conn = sqlite3.connect(
+                uri,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=True,
+            )
+        except sqlite3.Error as exc:
+            raise self._unavailable("cannot open", exc) from exc
+        return conn
+
+    def _unavailable(self, action: str, exc: sqlite3.Error) -> StorageUnavailable:
+        return StorageUnavailable(f"{action} SQLite database {self.path}: {exc}")

@@ -1,0 +1,289 @@
+"""PostgresStore beyond the contract: unreachable servers, lost connections, a restart.
+
+The restart test runs a private PostgreSQL (initdb in a temporary directory, its own port)
+and never touches the machine's shared server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tpas.errors import StorageUnavailable
+from tpas.storage import NewReport, ReportQuery
+from tpas.storage.postgres import PostgresStore
+from tpas.storage.sql import Statements, insert_params
+
+INSERT = Statements("%s").insert
+
+
+def new_report(n: int) -> NewReport:
+    """A minimal report number ``n``."""
+    return NewReport(
+        application="farm",
+        kind="uplink",
+        dev_eui="70B3D5E75E000001",
+        time=None,
+        time_ts=float(n),
+        received_at=float(n),
+        token=f"token-{n}",
+        frame_key=f"frame-{n}",
+        report_json=b"{}",
+        body=b"{}",
+        content_type="application/json",
+    )
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_closed_port_is_storage_unavailable_quickly() -> None:
+    """Opening a store on a port nobody listens on fails fast, without the password."""
+    store = PostgresStore(
+        f"postgresql://tpas:hunter2@127.0.0.1:{free_port()}/tpas", connect_timeout=2
+    )
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable) as caught:
+        asyncio.run(store.open())
+    assert time.monotonic() - started < 3
+    assert "127.0.0.1" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in repr(store)
+    assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+
+
+def test_migrations_are_recorded_once(pg_schema: str) -> None:
+    """Opening a schema twice applies each migration once."""
+
+    async def main() -> None:
+        for _ in range(2):
+            store = PostgresStore(pg_schema)
+            await store.open()
+            await store.close()
+
+    asyncio.run(main())
+    with psycopg.connect(pg_schema) as conn:
+        rows = conn.execute("SELECT version, name FROM schema_version").fetchall()
+    assert rows == [(1, "reports")]
+
+
+def test_killed_connections_are_replaced(pg_schema: str) -> None:
+    """After the server drops every pooled connection, the next calls still succeed."""
+    name = unique_name()
+    dsn = tuned(pg_schema, name)
+
+    async def main() -> None:
+        store = PostgresStore(dsn, min_size=3)
+        await store.open()
+        try:
+            await store.add_many([new_report(1)])
+            async with await psycopg.AsyncConnection.connect(pg_schema) as admin:
+                cursor = await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    (name,),
+                )
+                assert len(await cursor.fetchall()) >= 3
+            await store.ping()
+            [outcome] = await store.add_many([new_report(2)])
+            assert not outcome.duplicate
+            assert len(await store.query(ReportQuery())) == 2
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def tuned(dsn: str, application_name: str, **settings: str) -> str:
+    """``dsn`` with an application name and extra server settings (``-c name=value``)."""
+    options = str(conninfo_to_dict(dsn).get("options") or "")
+    options += "".join(f" -c {name}={value}" for name, value in settings.items())
+    return make_conninfo(dsn, application_name=application_name, options=options.strip())
+
+
+def unique_name() -> str:
+    """An application name no other connection uses."""
+    return f"tpas-test-{os.getpid()}-{time.monotonic_ns()}"
+
+
+async def until_waiting_on_a_lock(conn: psycopg.AsyncConnection[Any], name: str) -> None:
+    """Return once the connection named ``name`` waits on a row lock."""
+    for _ in range(500):
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = %s AND wait_event_type = 'Lock'",
+            (name,),
+        )
+        if await cursor.fetchone() == (1,):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{name} never waited on a lock")
+
+
+def test_ping_times_out_when_no_connection_is_free(pg_schema: str) -> None:
+    """``ping`` gives up after its timeout when the pool has no connection to lend."""
+    name = unique_name()
+    report = new_report(1)
+
+    async def main() -> None:
+        store = PostgresStore(tuned(pg_schema, name), min_size=1, max_size=1, ping_timeout=0.2)
+        await store.open()
+        try:
+            async with await psycopg.AsyncConnection.connect(pg_schema) as other:
+                await other.execute(INSERT, insert_params(report))
+                # The store's only connection now waits for the other's uncommitted row.
+                task = asyncio.create_task(store.add_many([report]))
+                await until_waiting_on_a_lock(other, name)
+                started = time.monotonic()
+                with pytest.raises(StorageUnavailable, match=r"did not answer|connection"):
+                    await store.ping()
+                assert time.monotonic() - started < 1
+                await other.rollback()
+            [outcome] = await task
+            assert not outcome.duplicate
+            await store.ping()
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_deadlock_with_another_writer_is_retried(pg_schema: str) -> None:
+    """A batch aborted by a deadlock with another writer runs again and finds its rows."""
+    with psycopg.connect(pg_schema) as conn:
+        if conn.execute("SHOW is_superuser").fetchone() != ("on",):
+            pytest.skip("setting deadlock_timeout needs a superuser")
+    name = unique_name()
+    # The store's backend checks for deadlocks first (the other waits 10 s before checking),
+    # so the store's transaction is the one PostgreSQL aborts.
+    dsn = tuned(pg_schema, name, deadlock_timeout="300ms")
+    a, b = new_report(1), new_report(2)
+
+    async def main() -> None:
+        store = PostgresStore(dsn)
+        await store.open()
+        try:
+            async with await psycopg.AsyncConnection.connect(pg_schema) as other:
+                await other.execute("SET deadlock_timeout = '10s'")
+                [(b_id,)] = await (await other.execute(INSERT, insert_params(b))).fetchall()
+                task = asyncio.create_task(store.add_many([a, b]))  # holds a, waits for b
+                await until_waiting_on_a_lock(other, name)
+                [(a_id,)] = await (await other.execute(INSERT, insert_params(a))).fetchall()
+                await other.commit()
+            outcomes = await task
+            assert [(o.id, o.duplicate) for o in outcomes] == [(a_id, True), (b_id, True)]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+# A private PostgreSQL server, for the tests that stop it.
+
+
+@dataclass
+class PrivateServer:
+    """A throwaway PostgreSQL cluster in a temporary directory, on its own port."""
+
+    bindir: Path
+    datadir: Path
+    port: int
+
+    @property
+    def dsn(self) -> str:
+        """A URL for its ``postgres`` database."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._pg_ctl("start", "-w", "-l", str(self.datadir / "server.log"), "-o", options)
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open connections are cut)."""
+        self._pg_ctl("stop", "-w", "-m", "fast")
+
+    def _pg_ctl(self, *args: str) -> None:
+        _run_as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args)
+
+
+def _run_as_postgres(*command: str) -> None:
+    # initdb and postgres refuse to run as root.
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def private_postgres(pg_dsn: str) -> Iterator[PrivateServer]:
+    """A private, running PostgreSQL server; skipped where PostgreSQL is not installed."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = shutil.which("initdb") or (found[-1] if found else None)
+    if initdb is None or (os.geteuid() == 0 and shutil.which("runuser") is None):
+        pytest.skip("needs PostgreSQL's initdb (and runuser when running as root)")
+    bindir = Path(initdb).parent
+    # Not under pytest's tmp_path: the postgres user must be able to enter it.
+    datadir = Path(tempfile.mkdtemp(prefix="tpas-pg-"))
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(datadir, "postgres", "postgres")
+        _run_as_postgres(initdb, "-D", str(datadir), "-A", "trust", "-U", "postgres", "--no-sync")
+        server = PrivateServer(bindir, datadir, free_port())
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+def test_store_survives_a_server_restart(private_postgres: PrivateServer) -> None:
+    """While the server is down calls fail fast with StorageUnavailable; then they work again."""
+
+    async def main() -> None:
+        store = PostgresStore(private_postgres.dsn, min_size=2, timeout=1.0, connect_timeout=2)
+        await store.open()
+        try:
+            [first] = await store.add_many([new_report(1)])
+            private_postgres.stop()
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable):
+                await store.add_many([new_report(2)])
+            with pytest.raises(StorageUnavailable):
+                await store.ping()
+            assert time.monotonic() - started < 5
+            private_postgres.start()
+            deadline = time.monotonic() + 20
+            while True:  # the pool reconnects with backoff; callers retry (the spool does)
+                try:
+                    [second] = await store.add_many([new_report(2)])
+                    break
+                except StorageUnavailable:
+                    assert time.monotonic() < deadline, "the pool never reconnected"
+                    await asyncio.sleep(0.2)
+            assert not second.duplicate
+            assert second.id > first.id
+            await store.ping()
+        finally:
+            await store.close()
+
+    asyncio.run(main())
