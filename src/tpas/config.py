@@ -20,6 +20,7 @@ from tpas.protocol import DEFAULT_RECIPES, AsKey, InvalidKeyError, Recipe, Recip
 __all__ = [
     "ApiSettings",
     "ApplicationSettings",
+    "DownlinkSettings",
     "Secret",
     "ServerSettings",
     "Settings",
@@ -85,6 +86,20 @@ class ApiSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DownlinkSettings:
+    """``[downlinks]``: how the dispatcher submits and retries (QUALITY.md REL-5)."""
+
+    max_attempts: int = 8
+    retry_base: float = 2.0
+    """Seconds before the first retry; doubling each time, with jitter."""
+    retry_cap: float = 300.0
+    default_lifetime: float = 3600.0
+    """Seconds a downlink without ValidityTime may wait before it expires."""
+    http_timeout: float = 10.0
+    poll_interval: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
 class ApplicationSettings:
     """One ``[[applications]]`` entry: one ThingPark connection."""
 
@@ -104,6 +119,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     applications: tuple[ApplicationSettings, ...] = ()
+    downlinks: DownlinkSettings = field(default_factory=DownlinkSettings)
 
     def application(self, name: str) -> ApplicationSettings | None:
         """The application called ``name``, or ``None``."""
@@ -189,7 +205,7 @@ class _Reader:
             raise ConfigError(self.key(unknown[0]), "is not a known setting")
 
 
-_TOP: Final = ("server", "storage", "api", "applications")
+_TOP: Final = ("server", "storage", "api", "applications", "downlinks")
 
 
 def parse_settings(data: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
@@ -212,7 +228,21 @@ def parse_settings(data: Mapping[str, Any], environ: Mapping[str, str]) -> Setti
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"applications[{i}].name", f"{name!r} is used twice")
-    return Settings(server, storage, api, apps)
+    downlinks = _downlinks(_Reader(data.get("downlinks", {}), "downlinks", environ))
+    return Settings(server, storage, api, apps, downlinks)
+
+
+def _downlinks(r: _Reader) -> DownlinkSettings:
+    settings = DownlinkSettings(
+        max_attempts=r.number("max_attempts", 8, minimum=1, integer=True),
+        retry_base=r.number("retry_base", 2.0, minimum=0.01, integer=False),
+        retry_cap=r.number("retry_cap", 300.0, minimum=0.01, integer=False),
+        default_lifetime=r.number("default_lifetime", 3600.0, minimum=1, integer=False),
+        http_timeout=r.number("http_timeout", 10.0, minimum=0.1, integer=False),
+        poll_interval=r.number("poll_interval", 0.5, minimum=0.01, integer=False),
+    )
+    r.finish()
+    return settings
 
 
 def _server(r: _Reader) -> ServerSettings:

@@ -9,7 +9,8 @@ Branches follow what the caller can do about an error::
     │   ├── DownlinkParameterError a downlink request outside SPEC.md §4.2 (422)
     │   └── ConfigError            a configuration value that cannot be used (refuse to start)
     └── TransientError             retry later
-        └── StorageUnavailable     the database cannot commit now (spool, or 503)
+        ├── StorageUnavailable     the database cannot commit now (spool, or 503)
+        └── NetworkError           no answer from the network server (retry the downlink)
 
 Every error carries a stable ``reason`` code (used in HTTP error bodies and metrics) and
 the data needed to explain it; none carries a key or a token.
@@ -23,6 +24,7 @@ __all__ = [
     "DownlinkParameterError",
     "ForbiddenXmlError",
     "InputError",
+    "NetworkError",
     "StorageUnavailable",
     "TpasError",
     "TransientError",
@@ -97,3 +99,9 @@ class StorageUnavailable(TransientError):  # noqa: N818 - names the condition
     """The store cannot commit (connection lost, disk full, I/O error)."""
 
     reason = "storage_unavailable"
+
+
+class NetworkError(TransientError):
+    """A peer did not answer: connection refused or reset, DNS failure, timeout."""
+
+    reason = "network_error"

@@ -64,30 +64,26 @@ def render(root: str, fields: dict[str, Any], fmt: BodyFormat) -> bytes:
     return json.dumps({root: fields}).encode()
 
 
-def _cases(bad_values: dict[str, str]) -> list[Any]:
-    return [
-        pytest.param(root, fmt, value, id=f"{root}-{fmt.value}-{label}")
-        for root in ROOTS
-        for fmt in FORMATS
-        for label, value in bad_values.items()
-    ]
-
-
-BAD_IDENTITIES = _cases(
-    {"too-short": "short", "non-hex": "nonhex", "too-long": "long", "empty": ""}
-)
-
-
-def _bad_identity(root: str, label: str) -> str:
+def _bad_identity(root: str, kind: str) -> str:
     good = _valid_identity(root)
-    return {"short": good[:-2], "nonhex": good[:-1] + "G", "long": good + "0", "": ""}[label]
+    return {"too-short": good[:-2], "non-hex": good[:-1] + "G", "too-long": good + "0"}.get(
+        kind, ""
+    )
 
 
-@pytest.mark.parametrize(("root", "fmt", "label"), BAD_IDENTITIES)
-def test_invalid_identity_is_refused_with_its_path(root: str, fmt: BodyFormat, label: str) -> None:
+BAD_IDENTITIES = [
+    pytest.param(root, fmt, _bad_identity(root, kind), id=f"{root}-{fmt.value}-{kind}")
+    for root in ROOTS
+    for fmt in FORMATS
+    for kind in ("too-short", "non-hex", "too-long", "empty")
+]
+
+
+@pytest.mark.parametrize(("root", "fmt", "value"), BAD_IDENTITIES)
+def test_invalid_identity_is_refused_with_its_path(root: str, fmt: BodyFormat, value: str) -> None:
     """A DevEUI (or LrrID) that is not exactly its hex digits fails, naming Root.Field."""
     identity = _identity(root)
-    body = render(root, {identity: _bad_identity(root, label), "CustomerID": "1"}, fmt)
+    body = render(root, {identity: value, "CustomerID": "1"}, fmt)
 
     with pytest.raises(DocumentError) as caught:
         decode(body, fmt)

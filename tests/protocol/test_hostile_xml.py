@@ -116,10 +116,9 @@ def test_hostile_xml_is_refused_before_parsing(
 def test_hostile_xml_is_refused_when_the_format_is_sniffed(
     fixtures_dir: Path, audit: AuditRecorder, parser_calls: list[bytes], name: str
 ) -> None:
-    """Without a declared format a hostile body is still a DocumentError, never parsed as XML.
-
-    UTF-16/32 bodies do not start with '<' and are sniffed as JSON, which refuses them too.
-    """
+    """Without a declared format a hostile body is still a DocumentError, never parsed as XML."""
+    # UTF-16/32 bodies do not start with a '<' byte, so they are sniffed as JSON and refused
+    # by the JSON decoder instead (a DocumentError, but not a ForbiddenXmlError).
     body = (fixtures_dir / "hostile" / name).read_bytes()
 
     with audit.recording() as events, pytest.raises(DocumentError):

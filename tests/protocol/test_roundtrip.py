@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tpas.protocol import REPORT_TYPES, BodyFormat, Gateway, Uplink, decode, encode
+from tpas.protocol import REPORT_TYPES, BodyFormat, Gateway, Lrrs, Uplink, decode, encode
 
 FORMATS = list(BodyFormat)
 StructT = TypeVar("StructT", bound=msgspec.Struct)
@@ -80,8 +80,9 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
         return _hex(16 if "{16}" in meta.pattern else 8)
     if origin is list:
         (item,) = get_args(annotation)
-        assert item is Gateway
-        return st.lists(models(Gateway), max_size=3)
+        return st.lists(strategy_for(item), max_size=3)
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        return models(annotation)
     if annotation is int:
         return st.integers(min_value=-(2**63), max_value=2**63 - 1)
     if annotation is str:
@@ -139,7 +140,7 @@ def test_decode_inverts_encode(root: str, data: st.DataObject) -> None:
 @given(gateways=st.lists(models(Gateway), min_size=1, max_size=4))
 def test_gateway_lists_survive_every_format(gateways: list[Gateway]) -> None:
     """A gateway list of any length, gateways empty or full, comes back in every format."""
-    model = Uplink(dev_eui="0059AC0000000001", gateways=gateways)
+    model = Uplink(dev_eui="0059AC0000000001", lrrs=Lrrs(lrr=gateways))
     for fmt in BodyFormat:
         assert decode(encode(model, fmt), fmt) == model, fmt
 
@@ -147,7 +148,7 @@ def test_gateway_lists_survive_every_format(gateways: list[Gateway]) -> None:
 @pytest.mark.parametrize("fmt", FORMATS, ids=[fmt.value for fmt in FORMATS])
 def test_empty_gateway_survives(fmt: BodyFormat) -> None:
     """A gateway with no field set (XML <Lrr />) reads back as an empty gateway, not text."""
-    model = Uplink(dev_eui="0059AC0000000001", gateways=[Gateway()])
+    model = Uplink(dev_eui="0059AC0000000001", lrrs=Lrrs(lrr=[Gateway()]))
     assert decode(encode(model, fmt), fmt) == model
 
 

@@ -33,8 +33,16 @@ def free_port() -> int:
         return port
 
 
-def write_config(directory: Path, port: int, storage_url: str, extra: str = "") -> Path:
-    """A tpas config for one application ``farm`` with a rotating pair of keys."""
+def write_config(
+    directory: Path,
+    port: int,
+    storage_url: str,
+    extra: str = "",
+    *,
+    spool_dir: Path | None = None,
+) -> Path:
+    """A tpas config for one application ``farm`` with a rotating pair of keys; the spool
+    goes to ``directory/spool`` unless ``spool_dir`` says otherwise."""
     path = directory / "tpas.toml"
     path.write_text(
         f"""
@@ -44,7 +52,7 @@ port = {port}
 
 [storage]
 url = "{storage_url}"
-spool_dir = "{directory / "spool"}"
+spool_dir = "{spool_dir or directory / "spool"}"
 
 [api]
 tokens = ["{API_TOKEN}"]

@@ -1,13 +1,11 @@
 """Fixtures for the storage tests: one store per backend, PostgreSQL in a throwaway schema.
 
-PostgreSQL tests use ``TPAS_TEST_POSTGRES_DSN`` (default: the server on this machine,
-``postgresql://postgres@127.0.0.1:5432/test``); set it to an empty string to skip them.
-Each test gets a fresh schema, dropped afterwards.
+PostgreSQL tests use the shared server of :mod:`tests.pg` (``TPAS_TEST_POSTGRES_DSN``;
+an empty string skips them). Each test gets a fresh schema, dropped afterwards.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,30 +15,19 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tpas.storage import MemoryStore, ReportStore, SqliteStore, mask_password
+from tests.pg import shared_dsn
+from tpas.storage import MemoryStore, SqliteStore
+from tpas.storage.ports import Store
 from tpas.storage.postgres import PostgresStore
 
-DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
-MakeStore = Callable[[], ReportStore]
+MakeStore = Callable[[], Store]
 """Builds a new, unopened store over the same underlying storage on every call."""
 
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
     """The PostgreSQL server for the tests, or a skip when it is switched off."""
-    dsn = os.environ.get("TPAS_TEST_POSTGRES_DSN", DEFAULT_POSTGRES_DSN)
-    if not dsn:
-        pytest.skip("PostgreSQL tests disabled: TPAS_TEST_POSTGRES_DSN is empty")
-    try:
-        with psycopg.connect(dsn, connect_timeout=5):
-            pass
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL at {mask_password(dsn)} is unreachable ({exc}); point "
-            "TPAS_TEST_POSTGRES_DSN at a server, or set it to '' to skip these tests"
-        )
-    return dsn
+    return shared_dsn()
 
 
 def with_search_path(dsn: str, schema: str) -> str:

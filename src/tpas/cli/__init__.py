@@ -6,6 +6,8 @@ its parsers with ``register(commands)``, each command a small ``run(args) -> int
 * ``tpas token check`` / ``tpas token sign-downlink`` (:mod:`tpas.cli.token`)
 * ``tpas decode`` (:mod:`tpas.cli.decode`)
 * ``tpas serve`` / ``tpas init`` (:mod:`tpas.cli.server`)
+* ``tpas downlink send|list|show|cancel`` (:mod:`tpas.cli.downlink`)
+* ``tpas simulate`` (:mod:`tpas.cli.simulate`) and ``tpas demo`` (:mod:`tpas.cli.demo`)
 
 Exit codes: 0 success; 1 a negative answer (a token that does not verify); 2 a usage or
 input error (argparse's convention), told in one line on stderr, ``tpas: <problem>``,
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import tpas
-from tpas.cli import decode, server, token
+from tpas.cli import decode, demo, downlink, server, simulate, token
 from tpas.cli.inputs import KEY_OPTION, MASK
 from tpas.errors import TpasError
 
@@ -65,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         title="commands", dest="command", required=True, metavar="COMMAND"
     )
+    demo.register(commands)
     server.register(commands)
+    downlink.register(commands)
+    simulate.register(commands)
     token.register(commands)
     decode.register(commands)
     return parser

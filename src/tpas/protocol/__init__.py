@@ -14,6 +14,7 @@ from tpas.protocol.downlink import (
     format_time,
     sign_downlink,
 )
+from tpas.protocol.intake import Checked, check_report
 from tpas.protocol.keys import AsKey, InvalidKeyError
 from tpas.protocol.models import (
     REPORT_TYPES,
@@ -25,6 +26,7 @@ from tpas.protocol.models import (
     DownlinkSent,
     Gateway,
     Location,
+    Lrrs,
     MulticastSummary,
     Notification,
     Report,
@@ -56,6 +58,7 @@ __all__ = [
     "BaseStationAlarm",
     "BodyElement",
     "BodyFormat",
+    "Checked",
     "DeviceAlarm",
     "Document",
     "DownlinkParams",
@@ -65,6 +68,7 @@ __all__ = [
     "Gateway",
     "InvalidKeyError",
     "Location",
+    "Lrrs",
     "MulticastSummary",
     "Notification",
     "Query",
@@ -78,6 +82,7 @@ __all__ = [
     "Verdict",
     "body_elements",
     "canonical_query",
+    "check_report",
     "compute_token",
     "decode",
     "encode",

@@ -16,6 +16,10 @@ _WHITESPACE = b" \t\r\n"
 def sniff_format(body: bytes) -> BodyFormat:
     """Guess a body's format from its first significant byte (``<`` means XML)."""
     head = body[3:] if body.startswith(b"\xef\xbb\xbf") else body
+    # A UTF-16 or UTF-32 body (BOM or NUL bytes up front) is sniffed as XML so that the
+    # XML guard refuses it by name, rather than failing as "not JSON".
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head[:4]:
+        return BodyFormat.XML
     return BodyFormat.XML if head.lstrip(_WHITESPACE)[:1] == b"<" else BodyFormat.JSON
 
 

@@ -50,26 +50,23 @@ class RawDocument:
 @dataclass(frozen=True, slots=True)
 class _TypeInfo:
     known: frozenset[str]
-    objects: frozenset[str]
     identity: str
 
 
-_OBJECT_OR_TEXT: Final = frozenset({"CustomerData", "DriverCfg", "BaseStationData", "payload"})
+_OBJECT_OR_TEXT: Final = ("CustomerData", "DriverCfg", "BaseStationData", "payload")
 
 
 def _info(cls: type[msgspec.Struct]) -> _TypeInfo:
     names = {f.encode_name for f in msgspec.structs.fields(cls)} - {"extra"}
     identity = "LrrID" if "LrrID" in names else "DevEUI"
-    # Also when the model lacks the field (an uplink's IoT Flow ``payload`` lands in
-    # ``extra``): the XML encoder writes these as JSON text, so reading must undo it.
-    return _TypeInfo(frozenset(names), _OBJECT_OR_TEXT, identity)
+    return _TypeInfo(frozenset(names), identity)
 
 
 _INFO: Final = {root: _info(cls) for root, cls in REPORT_TYPES.items()}
 _GATEWAY: Final = _info(Gateway).known
 
-# "Expected `str | null`, got `int` - at `$.Lrrs[0].LrrRSSI`"
-_ERROR_PATH = re.compile(r" - at `\$\.([^`\[.]+)(?:\[(\d+)\]\.([^`\[.]+))?`$")
+# "Expected `str | null`, got `int` - at `$.Lrrs.Lrr[0].LrrRSSI`"
+_ERROR_PATH = re.compile(r" - at `\$\.([^`\[.]+)(?:\.Lrr\[(\d+)\]\.([^`\[.]+))?`$")
 
 
 def _identity_value(value: Any, name: str) -> Any:
@@ -94,24 +91,24 @@ def _object_or_text(value: Any) -> Any:
 
 
 def _split(fields: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for key, value in fields.items():
-        (out if key in known else extra)[key] = value
-    if extra:
-        out["extra"] = extra
-    return out
+    """Move unknown keys of ``fields`` (in place) under ``"extra"``."""
+    unknown = fields.keys() - known
+    if unknown:
+        # In the order received, so a report written back reads the same.
+        fields["extra"] = {key: fields.pop(key) for key in [k for k in fields if k in unknown]}
+    return fields
 
 
 def _gateways(value: Any) -> Any:
-    """``{"Lrr": [...]}`` (or a lone ``{"Lrr": {...}}``) to a list of gateway dicts."""
-    if not isinstance(value, dict) or set(value) != {"Lrr"}:
+    """``{"Lrr": [...]}``, or a lone ``{"Lrr": {...}}``, with each gateway's unknown keys
+    under ``extra``; anything else is returned unchanged (and ends up in ``extra``)."""
+    if not isinstance(value, dict) or value.keys() != {"Lrr"}:
         return value
     lrr = value["Lrr"]
     items = [lrr] if isinstance(lrr, dict) else lrr
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         return value
-    return [_split(item, _GATEWAY) for item in items]
+    return {"Lrr": [_split(dict(item), _GATEWAY) for item in items]}
 
 
 def to_model(doc: RawDocument) -> Document:
@@ -130,7 +127,9 @@ def to_model(doc: RawDocument) -> Document:
         fields["SpFact"] = fields.pop("Spfact")
     if info.identity in fields:
         fields[info.identity] = _identity_value(fields[info.identity], info.identity)
-    for name in info.objects:
+    # Also for names the model lacks (an uplink's IoT Flow ``payload`` lands in ``extra``):
+    # the XML encoder writes these as JSON text, so reading must undo it.
+    for name in _OBJECT_OR_TEXT:
         if name in fields:
             fields[name] = _object_or_text(fields[name])
     if "Lrrs" in fields and "Lrrs" in info.known:
@@ -159,7 +158,7 @@ def _repair(data: dict[str, Any], message: str, root: str, identity: str) -> Non
         raise DocumentError(message.partition(" - at ")[0], path=f"{root}.{key}")
     container, name = data, key
     if index is not None and sub is not None:
-        gateway = data[key][int(index)]
+        gateway = data[key]["Lrr"][int(index)]
         if not isinstance(gateway, dict):  # pragma: no cover - _gateways builds dicts
             raise DocumentError(message, path=f"{root}.{key}")
         container, name = gateway, sub
@@ -182,18 +181,16 @@ def _number_text(value: int | float) -> str:
 
 
 def to_wire(model: Document) -> dict[str, Any]:
-    """A model as ThingPark's key/value shape (``Lrrs`` as ``{"Lrr": [...]}``, extras merged)."""
+    """A model as ThingPark's key/value shape, with ``extra`` merged back in place."""
     data: dict[str, Any] = msgspec.to_builtins(model)
     extra = data.pop("extra", None)
     lrrs = data.get("Lrrs")
-    if isinstance(lrrs, list):
-        gateways = []
-        for gateway in lrrs:
+    if isinstance(lrrs, dict):
+        # An empty gateway list equals its default and is omitted; the wire shape keeps it.
+        for gateway in lrrs.setdefault("Lrr", []):
             gateway_extra = gateway.pop("extra", None)
             if gateway_extra:
                 gateway.update(gateway_extra)
-            gateways.append(gateway)
-        data["Lrrs"] = {"Lrr": gateways}
     if extra:
         data.update(extra)
     return data

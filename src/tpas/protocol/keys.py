@@ -26,12 +26,17 @@ class AsKey:
     letter kept (SPEC.md §9.2); verification also tries the lower-cased form.
     """
 
-    __slots__ = ("_value",)
+    __slots__ = ("_value", "variants")
 
     def __init__(self, value: str) -> None:
         if not _HEX32.fullmatch(value):
             raise InvalidKeyError(f"an AS key must be 32 hex digits (got {len(value)} characters)")
         self._value = value
+        # The forms verification tries, as bytes: as configured, then lower-cased.
+        lower = value.lower()
+        self.variants: tuple[bytes, ...] = (
+            (value.encode(), lower.encode()) if lower != value else (value.encode(),)
+        )
 
     def reveal(self) -> str:
         """The key itself, for hashing. Never log or print it."""

@@ -29,6 +29,7 @@ __all__ = [
     "DownlinkSent",
     "Gateway",
     "Location",
+    "Lrrs",
     "MulticastSummary",
     "Notification",
     "Report",
@@ -56,8 +57,21 @@ def _f(name: str) -> Any:
     return msgspec.field(default=None, name=name)
 
 
-class _Base(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
-    """Shared configuration: keyword-only, immutable, absent fields omitted on output."""
+class _Base(
+    msgspec.Struct,
+    kw_only=True,
+    omit_defaults=True,
+    frozen=True,
+    forbid_unknown_fields=True,
+    gc=False,
+):
+    """Shared configuration: keyword-only, immutable, absent fields omitted on output.
+
+    Unknown fields are refused by msgspec itself so that the fast decoding path
+    (:mod:`tpas.protocol.intake`) falls back to the tolerant one, which keeps them in
+    ``extra``; they are never silently dropped. ``gc=False``: models hold JSON data only,
+    which cannot form reference cycles, so the cycle collector need not track them.
+    """
 
     extra: JsonObject = msgspec.field(default_factory=dict, name="extra")
 
@@ -71,6 +85,23 @@ class Gateway(_Base, kw_only=True, frozen=True):
     snr: Float | None = _f("LrrSNR")
     esp: Float | None = _f("LrrESP")
     relay_id: str | None = _f("Relayid")
+
+
+class Lrrs(
+    msgspec.Struct,
+    kw_only=True,
+    omit_defaults=True,
+    frozen=True,
+    forbid_unknown_fields=True,
+    gc=False,
+):
+    """``Lrrs``: the gateway list, ``{"Lrr": [...]}`` on the wire (a list even with one).
+
+    No ``extra`` here: XML has no place for a sibling of ``Lrr``, so an ``Lrrs`` holding
+    anything else is unknown as a whole and kept in the report's ``extra``.
+    """
+
+    lrr: list[Gateway] = msgspec.field(default_factory=list, name="Lrr")
 
 
 class Document(_Base, kw_only=True, frozen=True):
@@ -123,7 +154,7 @@ class Uplink(Report, kw_only=True, frozen=True):
     late: int | None = _f("Late")
     lrr_lat: Float | None = _f("LrrLAT")
     lrr_lon: Float | None = _f("LrrLON")
-    gateways: list[Gateway] | None = _f("Lrrs")
+    lrrs: Lrrs | None = _f("Lrrs")
     dev_loc_time: str | None = _f("DevLocTime")
     dev_lat: Float | None = _f("DevLAT")
     dev_lon: Float | None = _f("DevLON")
@@ -167,6 +198,11 @@ class Uplink(Report, kw_only=True, frozen=True):
     def kind(self) -> str:
         """``join_request`` for a Join-Request report, ``uplink`` otherwise."""
         return "join_request" if self.raw_join_request is not None else "uplink"
+
+    @property
+    def gateways(self) -> list[Gateway]:
+        """The receiving gateways (``Lrrs.Lrr``), best first; empty when not reported."""
+        return self.lrrs.lrr if self.lrrs is not None else []
 
 
 class Notification(Report, kw_only=True, frozen=True):

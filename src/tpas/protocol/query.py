@@ -8,12 +8,23 @@ from urllib.parse import unquote
 __all__ = ["Query", "parse_query"]
 
 
-@dataclass(frozen=True, slots=True)
+_NONE: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
 class Query:
     """Decoded query parameters; ``repeated`` names those that appeared more than once."""
 
     values: dict[str, str]
     repeated: frozenset[str]
+
+
+def _unquote(value: str) -> str:
+    # ThingPark encodes only the ':' and '+' of Time: replace those directly, and leave
+    # anything else to unquote (same result: ':' and '+' are not hex digits, so the
+    # replacement cannot form a new escape).
+    value = value.replace("%3A", ":").replace("%2B", "+")
+    return unquote(value) if "%" in value else value
 
 
 def parse_query(raw: str) -> Query:
@@ -23,13 +34,15 @@ def parse_query(raw: str) -> Query:
     the token (SPEC.md §3.1); ``unquote`` leaves it alone, and ``%2B`` becomes ``+`` too.
     """
     values: dict[str, str] = {}
-    repeated: set[str] = set()
+    repeated: set[str] | None = None
     for part in raw.removeprefix("?").split("&"):
         if not part:
             continue
         name, _, value = part.partition("=")
-        name = unquote(name) if "%" in name else name
+        if "%" in name:
+            name = unquote(name)
         if name in values:
+            repeated = repeated or set()
             repeated.add(name)
-        values[name] = unquote(value) if "%" in value else value
-    return Query(values, frozenset(repeated))
+        values[name] = _unquote(value) if "%" in value else value
+    return Query(values, frozenset(repeated) if repeated else _NONE)

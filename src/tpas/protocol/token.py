@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -28,7 +28,7 @@ from tpas.errors import InputError
 from tpas.protocol.document import RawDocument
 from tpas.protocol.keys import AsKey
 from tpas.protocol.models import parse_time
-from tpas.protocol.query import parse_query
+from tpas.protocol.query import Query, parse_query
 
 __all__ = [
     "DEFAULT_RECIPES",
@@ -40,12 +40,16 @@ __all__ = [
     "Verdict",
     "body_elements",
     "canonical_query",
+    "check_body",
+    "check_query",
     "compute_token",
+    "element_text",
     "verify_report",
 ]
 
 SIGNED_PARAMETERS: Final = ("LrnDevEui", "LrnFPort", "LrnInfos", "AS_ID", "Time")
 """The query parameters covered by the token, in hashing order (SPEC.md §3.1)."""
+_REQUIRED: Final = (*SIGNED_PARAMETERS, "Token")
 
 
 class RecipeError(InputError):
@@ -110,7 +114,7 @@ DEFAULT_RECIPES: Final[Mapping[str, Recipe]] = {
 """The recipe per report root. ``DevEUI_downlink`` is a request, not a report: no token."""
 
 
-def _text(value: Any) -> str:
+def element_text(value: Any) -> str:
     """A received value as the text that was hashed: strings as they are, JSON numbers in
     decimal (``2``, not ``2.0``)."""
     if isinstance(value, str):
@@ -126,17 +130,16 @@ def _text(value: Any) -> str:
 
 def body_elements(recipe: Recipe, fields: Mapping[str, Any]) -> str:
     """Concatenate the recipe's values from the raw document fields."""
-    parts = []
-    for element in recipe.elements:
-        value = fields.get(element.name)
-        text = element.absent if value is None else _text(value)
-        parts.append(text.lower() if element.lower else text)
-    return "".join(parts)
+    return _elements(recipe, fields.get)
 
 
 def canonical_query(values: Mapping[str, str]) -> str:
     """``LrnDevEui=..&LrnFPort=..&LrnInfos=..&AS_ID=..&Time=..`` from decoded values."""
-    return "&".join(f"{name}={values.get(name, '')}" for name in SIGNED_PARAMETERS)
+    get = values.get
+    return (
+        f"LrnDevEui={get('LrnDevEui', '')}&LrnFPort={get('LrnFPort', '')}"
+        f"&LrnInfos={get('LrnInfos', '')}&AS_ID={get('AS_ID', '')}&Time={get('Time', '')}"
+    )
 
 
 def compute_token(body: str, query: str, key: str) -> str:
@@ -157,7 +160,8 @@ class Reason(StrEnum):
     TOKEN_MISMATCH = "token_mismatch"  # noqa: S105 - a reason code, not a secret
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass pays object.__setattr__ per field, on every request.
+@dataclass(slots=True)
 class Verdict:
     """The outcome of a verification, with what was hashed (never the key)."""
 
@@ -174,11 +178,101 @@ class Verdict:
     """The query ``Time``, parsed: the network server's clock at emission."""
 
 
-def _int(text: Any) -> int | None:
-    try:
-        return int(_text(text))
-    except ValueError:
-        return None
+def _int(value: Any) -> int | None:
+    """A decimal integer as sent (ASCII digits only), else ``None``."""
+    text = element_text(value)
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def check_query(
+    query: Query,
+    *,
+    as_id: str | None = None,
+    now: datetime | None = None,
+    max_drift: float | None = None,
+) -> tuple[Verdict | None, datetime | None]:
+    """The body-independent checks: parameters, AS_ID, Time and its freshness.
+
+    Returns a refusal (or ``None`` when the query passes) and the parsed query Time.
+    """
+    values = query.values
+    for name in _REQUIRED:
+        if name not in values:
+            return Verdict(
+                False, Reason.MISSING_PARAMETER, f"query parameter {name} is absent"
+            ), None
+    if query.repeated:
+        for name in _REQUIRED:
+            if name in query.repeated:
+                return Verdict(
+                    False, Reason.REPEATED_PARAMETER, f"query parameter {name} repeats"
+                ), None
+    if as_id is not None and values["AS_ID"].lower() != as_id.lower():
+        return Verdict(False, Reason.BAD_AS_ID, "AS_ID is not this application's"), None
+    sent = parse_time(values["Time"])
+    if sent is None:
+        return Verdict(False, Reason.MALFORMED_TIME, "Time is not an ISO-8601 time"), None
+    if now is not None and max_drift is not None:
+        drift = (now - sent).total_seconds()
+        if drift > max_drift:
+            return Verdict(
+                False, Reason.STALE_TIME, f"Time is {drift:.1f} s old", query_time=sent
+            ), sent
+        if drift < -max_drift:
+            return Verdict(
+                False, Reason.FUTURE_TIME, f"Time is {-drift:.1f} s ahead", query_time=sent
+            ), sent
+    return None, sent
+
+
+def check_body(
+    query: Query,
+    sent: datetime | None,
+    dev_eui: Any,
+    fport: Any,
+    elements: str,
+    keys: Sequence[AsKey],
+) -> Verdict:
+    """The body checks, after :func:`check_query` passed: the body's ``dev_eui`` and
+    ``fport`` against LrnDevEui and LrnFPort, then the token over ``elements`` (the
+    recipe's body elements) against each key, as configured and then lower-cased."""
+    values = query.values
+    if dev_eui is not None and values["LrnDevEui"].lower() != element_text(dev_eui).lower():
+        return Verdict(
+            False, Reason.BODY_QUERY_MISMATCH, "LrnDevEui differs from the body DevEUI",
+            query_time=sent,
+        )  # fmt: skip
+    if fport is not None and _int(values["LrnFPort"]) != _int(fport):
+        return Verdict(
+            False, Reason.BODY_QUERY_MISMATCH, "LrnFPort differs from the body FPort",
+            query_time=sent,
+        )  # fmt: skip
+    query_string = canonical_query(values)
+    received = values["Token"].lower()
+    if received.isascii():
+        hashed = (elements + query_string).encode()
+        token = received.encode()
+        for index, key in enumerate(keys):
+            for lowered, secret in enumerate(key.variants):
+                expected = hashlib.sha256(hashed + secret).hexdigest().encode()
+                if hmac.compare_digest(expected, token):
+                    return Verdict(
+                        True, None, "token matches", index, bool(lowered),
+                        elements, query_string, sent,
+                    )  # fmt: skip
+    return Verdict(
+        False, Reason.TOKEN_MISMATCH, "no key reproduces the token", None, False,
+        elements, query_string, sent,
+    )  # fmt: skip
+
+
+def _elements(recipe: Recipe, get: Callable[[str], Any]) -> str:
+    parts = []
+    for element in recipe.elements:
+        value = get(element.name)
+        text = element.absent if value is None else element_text(value)
+        parts.append(text.lower() if element.lower else text)
+    return "".join(parts)
 
 
 def verify_report(
@@ -199,69 +293,10 @@ def verify_report(
     token against each key as configured and then lower-cased.
     """
     query = parse_query(raw_query)
-    values = query.values
-    for name in (*SIGNED_PARAMETERS, "Token"):
-        if name not in values:
-            return Verdict(False, Reason.MISSING_PARAMETER, f"query parameter {name} is absent")
-        if name in query.repeated:
-            return Verdict(False, Reason.REPEATED_PARAMETER, f"query parameter {name} repeats")
-    if as_id is not None and values["AS_ID"].lower() != as_id.lower():
-        return Verdict(False, Reason.BAD_AS_ID, "AS_ID is not this application's")
-    sent = parse_time(values["Time"])
-    if sent is None:
-        return Verdict(False, Reason.MALFORMED_TIME, "Time is not an ISO-8601 time")
-    if now is not None and max_drift is not None:
-        drift = (now - sent).total_seconds()
-        if drift > max_drift:
-            return Verdict(False, Reason.STALE_TIME, f"Time is {drift:.1f} s old", query_time=sent)
-        if drift < -max_drift:
-            return Verdict(
-                False, Reason.FUTURE_TIME, f"Time is {-drift:.1f} s ahead", query_time=sent
-            )
+    refusal, sent = check_query(query, as_id=as_id, now=now, max_drift=max_drift)
+    if refusal is not None:
+        return refusal
     fields = doc.fields
-    dev_eui = fields.get("DevEUI")
-    if dev_eui is not None and values["LrnDevEui"].lower() != _text(dev_eui).lower():
-        return Verdict(
-            False,
-            Reason.BODY_QUERY_MISMATCH,
-            "LrnDevEui differs from the body DevEUI",
-            query_time=sent,
-        )
-    fport = fields.get("FPort")
-    if fport is not None and _int(values["LrnFPort"]) != _int(fport):
-        return Verdict(
-            False,
-            Reason.BODY_QUERY_MISMATCH,
-            "LrnFPort differs from the body FPort",
-            query_time=sent,
-        )
     recipe = recipes.get(doc.root)
     elements = body_elements(recipe, fields) if recipe else ""
-    query_string = canonical_query(values)
-    received = values["Token"].lower().encode()
-    for index, key in enumerate(keys):
-        secret = key.reveal()
-        variants = (secret, secret.lower()) if secret != secret.lower() else (secret,)
-        for lowered, variant in enumerate(variants):
-            expected = compute_token(elements, query_string, variant).encode()
-            if hmac.compare_digest(expected, received):
-                return Verdict(
-                    True,
-                    None,
-                    "token matches",
-                    index,
-                    bool(lowered),
-                    elements,
-                    query_string,
-                    sent,
-                )
-    return Verdict(
-        False,
-        Reason.TOKEN_MISMATCH,
-        "no key reproduces the token",
-        None,
-        False,
-        elements,
-        query_string,
-        sent,
-    )
+    return check_body(query, sent, fields.get("DevEUI"), fields.get("FPort"), elements, keys)

@@ -53,8 +53,18 @@ def _guard(body: bytes) -> bytes:
     return body
 
 
+_names: dict[str, str] = {}
+_NAMES_MAX: Final = 4096  # hostile bodies may invent tags: the cache stays bounded
+
+
 def _local(tag: str) -> str:
-    return tag.rpartition("}")[2]
+    """The tag without its namespace (``{http://uri.actility.com/lora}DevEUI`` -> ``DevEUI``)."""
+    name = _names.get(tag)
+    if name is None:
+        name = tag.rpartition("}")[2]
+        if len(_names) < _NAMES_MAX:
+            _names[tag] = name
+    return name
 
 
 def _value(element: ET.Element) -> Any:
@@ -97,10 +107,11 @@ def parse_xml(body: bytes | str) -> RawDocument:
     for child in root:
         key = _local(child.tag)
         if key == "Lrrs":
-            value: Any = {"Lrr": [_gateway(lrr) for lrr in child]}
+            fields[key] = {"Lrr": [_gateway(lrr) for lrr in child]}
+        elif not len(child):
+            fields[key] = child.text or ""
         else:
-            value = _value(child)
-        fields[key] = value
+            fields[key] = _value(child)
     return RawDocument(name, fields, BodyFormat.XML)
 
 

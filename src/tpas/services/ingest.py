@@ -9,6 +9,7 @@ an HTTP status; nothing here raises for bad input.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,21 +20,22 @@ from tpas.protocol import (
     BodyFormat,
     Document,
     Reason,
+    check_report,
     encode,
     format_for_content_type,
-    parse,
     parse_time,
     sniff_format,
-    to_model,
-    verify_report,
 )
 from tpas.protocol.keys import AsKey
 from tpas.protocol.token import Recipe
 from tpas.services.metrics import Metrics
+from tpas.services.outbox import Outbox
 from tpas.services.writer import ReportWriter
 from tpas.storage.ports import NewReport
 
 __all__ = ["Application", "IngestResult", "IngestService", "frame_key", "new_report"]
+
+log = logging.getLogger("tpas.ingest")
 
 # 401: the request does not prove it comes from ThingPark; 403: it does, for another AS.
 _STATUS: Final[Mapping[Reason, int]] = {
@@ -46,6 +48,9 @@ _STATUS: Final[Mapping[Reason, int]] = {
     Reason.BODY_QUERY_MISMATCH: 401,
     Reason.TOKEN_MISMATCH: 401,
 }
+
+_DELIVERY_KINDS: Final = frozenset({"downlink_sent", "downlink_rejected"})
+_CLOCK_REFUSALS: Final = (Reason.STALE_TIME, Reason.FUTURE_TIME)
 
 # Media types that say nothing about the body: the format is sniffed.
 _SNIFFED: Final = frozenset({"", "text/plain", "application/octet-stream"})
@@ -147,11 +152,16 @@ class IngestService:
     """Verifies, converts and stores reports for the configured applications."""
 
     def __init__(
-        self, applications: Mapping[str, Application], writer: ReportWriter, metrics: Metrics
+        self,
+        applications: Mapping[str, Application],
+        writer: ReportWriter,
+        metrics: Metrics,
+        outbox: Outbox | None = None,
     ) -> None:
         self.applications = applications
         self.writer = writer
         self.metrics = metrics
+        self.outbox = outbox
 
     def _refuse(self, status: int, reason: str, detail: str) -> IngestResult:
         self.metrics.refused.inc(reason)
@@ -176,32 +186,26 @@ class IngestService:
                 return self._refuse(415, "unsupported_content_type", "send JSON or XML")
             fmt = sniff_format(body)
         try:
-            raw = parse(body, fmt)
+            checked = check_report(
+                body,
+                fmt,
+                raw_query,
+                app.as_keys,
+                as_id=app.as_id,
+                now=now,
+                max_drift=app.max_time_drift,
+                recipes=app.recipes,
+            )
         except DocumentError as exc:
             return self._refuse(400, exc.reason, str(exc))
-        if raw.root not in app.recipes:
-            return self._refuse(400, "not_a_report", f"{raw.root} is not a report")
-        verdict = verify_report(
-            raw,
-            raw_query,
-            app.as_keys,
-            as_id=app.as_id,
-            now=now,
-            max_drift=app.max_time_drift,
-            recipes=app.recipes,
-        )
-        if verdict.query_time is not None and verdict.reason not in (
-            Reason.STALE_TIME,
-            Reason.FUTURE_TIME,
-        ):
+        verdict = checked.verdict
+        if verdict.query_time is not None and verdict.reason not in _CLOCK_REFUSALS:
             self.metrics.clock_skew.observe((now - verdict.query_time).total_seconds())
-        if not verdict.ok:
-            assert verdict.reason is not None
+        if checked.model is None:
+            if verdict.reason is None:
+                return self._refuse(400, "not_a_report", verdict.detail)
             return self._refuse(_STATUS[verdict.reason], verdict.reason.value, verdict.detail)
-        try:
-            model = to_model(raw)
-        except DocumentError as exc:
-            return self._refuse(400, exc.reason, str(exc))
+        model = checked.model
         token = _token(raw_query)
         report = new_report(app.name, model, token, body, content_type, now.timestamp())
         try:
@@ -212,6 +216,12 @@ class IngestService:
             self.metrics.duplicates.inc(app.name)
         else:
             self.metrics.accepted.inc(app.name, report.kind)
+        if self.outbox is not None and report.kind in _DELIVERY_KINDS:
+            # After the report is durable: a delivery report settles its downlink.
+            try:
+                await self.outbox.apply_delivery(app.name, model, outcome.id, now.timestamp())
+            except StorageUnavailable:
+                log.warning("delivery report stored; its downlink will not be updated now")
         return IngestResult(
             200,
             None,

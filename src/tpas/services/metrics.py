@@ -7,16 +7,25 @@ application names), never from request data, so cardinality stays bounded.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
-__all__ = ["Counter", "Gauge", "Histogram", "Metrics", "Registry"]
+__all__ = ["Counter", "Gauge", "Histogram", "LabelledGauge", "Metrics", "Registry"]
 
+log = logging.getLogger("tpas.metrics")
+
+DELIVERY_BUCKETS: Final = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 SKEW_BUCKETS: Final = (-60.0, -10.0, -2.0, -0.5, 0.0, 0.5, 2.0, 10.0, 60.0)
+
+
+def _number(value: float) -> str:
+    """Exact text for counts (no exponent for large integers), ``repr`` for other floats."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _labels(names: Sequence[str], values: Sequence[str]) -> str:
@@ -49,7 +58,7 @@ class Counter:
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
         for key, value in sorted(self.values.items()):
-            lines.append(f"{self.name}{_labels(self.labels, key)} {value:g}")
+            lines.append(f"{self.name}{_labels(self.labels, key)} {_number(value)}")
         return lines
 
 
@@ -83,7 +92,7 @@ class Histogram:
             running += count
             lines.append(f'{self.name}_bucket{{le="{bound:g}"}} {running}')
         lines.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
-        lines.append(f"{self.name}_sum {self.total:g}")
+        lines.append(f"{self.name}_sum {_number(self.total)}")
         lines.append(f"{self.name}_count {self.count}")
         return lines
 
@@ -97,20 +106,44 @@ class Gauge:
     read: Callable[[], float]
 
     def render(self) -> list[str]:
-        value = self.read()
-        text = "NaN" if math.isnan(value) else f"{value:g}"
+        try:
+            value = self.read()
+        except Exception:  # a gauge that cannot be read must not break /metrics
+            log.exception("cannot read gauge %s", self.name)
+            value = math.nan
+        text = "NaN" if math.isnan(value) else _number(value)
         head = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
         return [*head, f"{self.name} {text}"]
 
 
-_M = TypeVar("_M", Counter, Histogram, Gauge)
+@dataclass
+class LabelledGauge:
+    """Current values per label, set by whoever observes them (e.g. outbox depth)."""
+
+    name: str
+    help: str
+    label: str
+    values: dict[str, float] = field(default_factory=dict)
+
+    def set_all(self, values: dict[str, float]) -> None:
+        """Replace every value at once."""
+        self.values = dict(values)
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
+        for key, value in sorted(self.values.items()):
+            lines.append(f"{self.name}{_labels((self.label,), (key,))} {_number(value)}")
+        return lines
+
+
+_M = TypeVar("_M", Counter, Histogram, Gauge, LabelledGauge)
 
 
 class Registry:
     """An ordered collection of metrics rendered in the Prometheus text format."""
 
     def __init__(self) -> None:
-        self._metrics: list[Counter | Histogram | Gauge] = []
+        self._metrics: list[Counter | Histogram | Gauge | LabelledGauge] = []
 
     def add(self, metric: _M) -> _M:
         """Register and return ``metric``."""
@@ -162,3 +195,19 @@ class Metrics:
                 SKEW_BUCKETS,
             )
         )
+        self.downlinks_queued = r.add(
+            Counter("tpas_downlinks_queued_total", "Downlinks accepted into the outbox.",
+                    ("application",))
+        )  # fmt: skip
+        self.downlink_attempts = r.add(
+            Counter("tpas_downlink_attempts_total", "Submissions to the network server.",
+                    ("outcome",))
+        )  # fmt: skip
+        self.downlink_sent_seconds = r.add(
+            Histogram("tpas_downlink_queued_to_sent_seconds",
+                      "From queued to the delivery report saying sent.", DELIVERY_BUCKETS)
+        )  # fmt: skip
+        self.outbox_depth = r.add(
+            LabelledGauge("tpas_outbox_downlinks", "Downlinks in the outbox by status.",
+                          "status")
+        )  # fmt: skip

@@ -6,6 +6,11 @@ concurrent requests share one fsync (QUALITY.md REL-1). A request is answered on
 its batch is committed, or, when the store cannot commit, after the batch is fsync'd to
 the local spool (REL-4); while the store is down, batches go straight to the spool and a
 replay loop moves them into the store once it answers again.
+
+A store that neither commits nor fails within ``commit_timeout`` (a hung server, or a pool
+still waiting for a connection to a server that refuses them) counts as down: the batch is
+spooled, so no request waits much longer than that (REL-6). The abandoned commit may still
+succeed later; replaying the spooled copy then finds the rows and counts them as duplicates.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from typing import Final
 
 from tpas.errors import StorageUnavailable
 from tpas.services.metrics import Metrics
-from tpas.storage.ports import NewReport, ReportStore, Spool
+from tpas.storage.ports import NewReport, ReportStore, Spool, StoreOutcome
 
 __all__ = ["ReportWriter", "WriteOutcome"]
 
 log = logging.getLogger("tpas.writer")
 
 _REPLAY_INTERVAL: Final = 1.0
+_COMMIT_TIMEOUT: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +57,18 @@ class ReportWriter:
         *,
         batch_max: int = 512,
         replay_interval: float = _REPLAY_INTERVAL,
+        commit_timeout: float = _COMMIT_TIMEOUT,
     ) -> None:
         self.store = store
         self.spool = spool
         self.metrics = metrics
         self.batch_max = batch_max
         self.replay_interval = replay_interval
+        self.commit_timeout = commit_timeout
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        # Commits given up on after commit_timeout; kept referenced until they end.
+        self._abandoned: set[asyncio.Task[list[StoreOutcome]]] = set()
         self._degraded = False
         self._replay_lock = asyncio.Lock()
 
@@ -78,10 +88,12 @@ class ReportWriter:
         """Commit whatever is queued, then stop the loops."""
         while not self._queue.empty():
             await asyncio.sleep(0.005)
-        for task in self._tasks:
+        # Abandoned commits have their batches in the spool already.
+        tasks = [*self._tasks, *self._abandoned]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, StorageUnavailable):
                 await task
         self._tasks = []
 
@@ -99,7 +111,12 @@ class ReportWriter:
             batch = [await self._queue.get()]
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            except Exception as exc:
+                # A bug must not stop the loop: every later request would wait forever.
+                log.exception("commit failed unexpectedly")
+                _fail(batch, StorageUnavailable(f"commit failed: {exc!r}"))
 
     async def _commit(self, batch: list[_Item]) -> None:
         reports = [report for report, _ in batch]
@@ -107,7 +124,7 @@ class ReportWriter:
         started = time.perf_counter()
         if not self._degraded:
             try:
-                outcomes = await self.store.add_many(reports)
+                outcomes = await self._add_within_timeout(reports)
             except StorageUnavailable as exc:
                 log.warning("storage unavailable, spooling: %s", exc)
                 self._degraded = self.spool is not None
@@ -121,6 +138,22 @@ class ReportWriter:
                         future.set_result(WriteOutcome(outcome.id, outcome.duplicate))
                 return
         await self._spool(batch)
+
+    async def _add_within_timeout(self, reports: list[NewReport]) -> list[StoreOutcome]:
+        commit = asyncio.ensure_future(self.store.add_many(reports))
+        # asyncio.wait, not wait_for: cancelling a commit on a hung server could itself
+        # hang (the driver tries to cancel the query, then to roll back).
+        done, _ = await asyncio.wait({commit}, timeout=self.commit_timeout)
+        if done:
+            return commit.result()
+        self._abandoned.add(commit)
+        commit.add_done_callback(self._forget)
+        raise StorageUnavailable(f"the store did not commit within {self.commit_timeout} s")
+
+    def _forget(self, commit: asyncio.Task[list[StoreOutcome]]) -> None:
+        self._abandoned.discard(commit)
+        if not commit.cancelled() and commit.exception() is not None:
+            log.info("an abandoned commit failed: %s", commit.exception())
 
     async def _spool(self, batch: list[_Item]) -> None:
         spool = self.spool
@@ -143,9 +176,13 @@ class ReportWriter:
                 await self.replay()
             except StorageUnavailable as exc:
                 log.info("spool replay waits for storage: %s", exc)
+            except Exception:
+                # Keep trying: a dead loop would leave the writer degraded for good.
+                log.exception("spool replay failed")
 
     async def replay(self) -> int:
-        """Move spooled reports into the store; return how many were committed.
+        """Once the store answers, leave degraded mode and move every spooled report into
+        the store; return how many were committed.
 
         Idempotent: a report already stored is counted as a duplicate by the store.
         """
@@ -153,21 +190,33 @@ class ReportWriter:
         if spool is None:
             return 0
         async with self._replay_lock:
-            segments = await asyncio.to_thread(spool.segments)
-            if not segments:
+            if self._degraded:
+                await self.store.ping()
+                # New batches go to the store again; the backlog drains below, so the
+                # spool stops growing and the loop ends.
                 self._degraded = False
-                return 0
-            await self.store.ping()
+                log.info("storage answers again")
             moved = 0
-            for segment in segments:
-                reports = await asyncio.to_thread(spool.read, segment)
-                await self.store.add_many(reports)
-                await asyncio.to_thread(spool.remove, segment)
-                moved += len(reports)
-            self.metrics.replayed.inc(amount=moved)
-            self._degraded = False
-            log.info("replayed %d spooled reports", moved)
+            while segments := await asyncio.to_thread(spool.segments):
+                moved += await self._replay_some(spool, segments)
+            if moved:
+                log.info("replayed %d spooled reports", moved)
             return moved
+
+    async def _replay_some(self, spool: Spool, segments: list[str]) -> int:
+        # Several segments per transaction: a long outage leaves one segment per batch.
+        taken: list[str] = []
+        reports: list[NewReport] = []
+        for segment in segments:
+            taken.append(segment)
+            reports += await asyncio.to_thread(spool.read, segment)
+            if len(reports) >= self.batch_max:
+                break
+        await self.store.add_many(reports)
+        for segment in taken:
+            await asyncio.to_thread(spool.remove, segment)
+        self.metrics.replayed.inc(amount=len(reports))
+        return len(reports)
 
 
 def _fail(batch: list[_Item], exc: StorageUnavailable) -> None:

@@ -3,15 +3,20 @@
 ======================================  =============================================
 ``sqlite:///relative/path.db``          :class:`SqliteStore` (path relative to the cwd)
 ``sqlite:////absolute/path.db``         :class:`SqliteStore`
-``postgresql://user@host:5432/db``      :class:`PostgresStore` (also ``postgres://``)
+``postgresql://user@host:5432/db``      ``tpas.storage.postgres.PostgresStore`` (also
+                                        ``postgres://``)
 ``memory://``                           :class:`MemoryStore` (nothing durable)
 ======================================  =============================================
+
+``PostgresStore`` is not imported here: psycopg takes ~0.2 s to import, which every CLI
+command and SQLite-only process would otherwise pay. Import it from
+``tpas.storage.postgres``, or let :func:`open_store` load it.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
 from tpas.errors import ConfigError
 from tpas.storage.memory import MemoryStore
@@ -20,19 +25,16 @@ from tpas.storage.ports import (
     NewReport,
     ReportQuery,
     ReportStore,
+    Store,
     StoredReport,
     StoreOutcome,
 )
 from tpas.storage.sqlite import SqliteStore
 
-if TYPE_CHECKING:
-    from tpas.storage.postgres import PostgresStore
-
 __all__ = [
     "DeviceSummary",
     "MemoryStore",
     "NewReport",
-    "PostgresStore",
     "ReportQuery",
     "ReportStore",
     "SqliteStore",
@@ -48,20 +50,13 @@ _EXPECTED: Final = (
     "postgresql://user@host:5432/dbname or memory://"
 )
 _USERINFO_PASSWORD: Final = re.compile(r"(?<=://)([^:/?#@]*):[^@]*@")
-_QUERY_PASSWORD: Final = re.compile(r"(password=)[^&#]*", re.IGNORECASE)
+# password=... in a URL query or a key=value string, where it may be quoted.
+_PARAMETER_PASSWORD: Final = re.compile(
+    r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&#\s]*)", re.IGNORECASE
+)
 
 
-def __getattr__(name: str) -> Any:
-    # PostgresStore is loaded on first use: psycopg takes ~0.2 s to import, which every
-    # CLI command and SQLite-only process would otherwise pay.
-    if name == "PostgresStore":
-        from tpas.storage.postgres import PostgresStore
-
-        return PostgresStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def open_store(url: str) -> ReportStore:
+def open_store(url: str) -> Store:
     """The store that ``url`` names, not opened yet.
 
     Raises :class:`~tpas.errors.ConfigError` (key ``storage.url``) for a URL it cannot
@@ -88,7 +83,7 @@ def open_store(url: str) -> ReportStore:
 def mask_password(url: str) -> str:
     """``url`` with any password replaced by ``***``, for messages and logs."""
     url = _USERINFO_PASSWORD.sub(r"\1:***@", url)
-    return _QUERY_PASSWORD.sub(r"\1***", url)
+    return _PARAMETER_PASSWORD.sub(r"\1***", url)
 
 
 def _sqlite_path(url: str, rest: str) -> str:

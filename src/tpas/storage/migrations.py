@@ -18,7 +18,7 @@ from tpas.errors import StorageUnavailable
 if TYPE_CHECKING:  # psycopg takes ~0.2 s to import; SQLite-only processes never need it
     import psycopg
 
-__all__ = ["MIGRATIONS", "Migration", "apply_postgres", "apply_sqlite"]
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "apply_postgres", "apply_sqlite"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,22 @@ _REPORT_INDEXES: Final = (
     "CREATE INDEX reports_dev_eui_id ON reports (dev_eui, id)",
     "CREATE INDEX reports_kind_id ON reports (kind, id)",
     "CREATE INDEX reports_time_ts ON reports (time_ts)",
+)
+
+# The statuses of tpas.storage.ports.DownlinkStatus, frozen as of version 2: a migration
+# never changes with the code that follows it.
+_DOWNLINK_STATUSES: Final = (
+    "'queued', 'submitted', 'sent', 'failed', 'rejected', 'expired', 'cancelled'"
+)
+
+# UNIQUE (application, idempotency_key) leaves rows without a key free: NULLs are distinct.
+_DOWNLINK_INDEXES: Final = (
+    # claim_due: the queued downlinks, by due time.
+    "CREATE INDEX downlinks_status_next_attempt_at ON downlinks (status, next_attempt_at, id)",
+    # Per-device order in claim_due, delivery matching, and /api/downlinks?dev_eui=.
+    "CREATE INDEX downlinks_application_dev_eui_id ON downlinks (application, dev_eui, id)",
+    # /api/downlinks?status= (newest first).
+    "CREATE INDEX downlinks_status_id ON downlinks (status, id)",
 )
 
 MIGRATIONS: Final[tuple[Migration, ...]] = (
@@ -108,6 +124,71 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             )
             """,
             *_REPORT_INDEXES,
+        ),
+    ),
+    Migration(
+        version=2,
+        name="downlinks",
+        sqlite=(
+            # attempts and delivery are JSON text; confirmed and flush_queue 0 or 1.
+            f"""
+            CREATE TABLE downlinks (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                application TEXT NOT NULL,
+                dev_eui TEXT NOT NULL,
+                correlation_id TEXT NOT NULL UNIQUE,
+                created_at REAL NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ({_DOWNLINK_STATUSES})),
+                fport INTEGER,
+                payload_hex TEXT,
+                confirmed INTEGER NOT NULL DEFAULT 0,
+                flush_queue INTEGER NOT NULL DEFAULT 0,
+                validity_time TEXT,
+                expires_at REAL,
+                fcnt_dn INTEGER,
+                idempotency_key TEXT,
+                next_attempt_at REAL,
+                submitted_at REAL,
+                finished_at REAL,
+                detail TEXT,
+                attempts TEXT NOT NULL DEFAULT '[]',
+                delivery TEXT,
+                lease_until REAL,
+                lease_owner TEXT,
+                UNIQUE (application, idempotency_key)
+            )
+            """,
+            *_DOWNLINK_INDEXES,
+        ),
+        postgres=(
+            f"""
+            CREATE TABLE downlinks (
+                id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                application TEXT NOT NULL,
+                dev_eui TEXT NOT NULL,
+                correlation_id TEXT NOT NULL UNIQUE,
+                created_at DOUBLE PRECISION NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ({_DOWNLINK_STATUSES})),
+                fport INTEGER,
+                payload_hex TEXT,
+                confirmed BOOLEAN NOT NULL DEFAULT FALSE,
+                flush_queue BOOLEAN NOT NULL DEFAULT FALSE,
+                validity_time TEXT,
+                expires_at DOUBLE PRECISION,
+                fcnt_dn BIGINT,
+                idempotency_key TEXT,
+                next_attempt_at DOUBLE PRECISION,
+                submitted_at DOUBLE PRECISION,
+                finished_at DOUBLE PRECISION,
+                detail TEXT,
+                attempts JSONB NOT NULL DEFAULT '[]',
+                delivery JSONB,
+                lease_until DOUBLE PRECISION,
+                lease_owner TEXT,
+                UNIQUE (application, idempotency_key)
+            )
+            """,
+            *_DOWNLINK_INDEXES,
         ),
     ),
 )

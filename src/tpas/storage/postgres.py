@@ -1,12 +1,13 @@
-"""The PostgreSQL :class:`~tpas.storage.ports.ReportStore`: psycopg 3 with a connection pool.
+"""The PostgreSQL :class:`~tpas.storage.ports.Store`: psycopg 3 with a connection pool.
 
 Each batch is one transaction with synchronous commit (QUALITY.md REL-1): the inserts are
 pipelined (``executemany``), and a report that hits a unique key is looked up to report
 the id it duplicates. Several tpas processes may share one database: the unique keys make
-a report delivered to two of them stored once.
+a report delivered to two of them stored once, and row locks let them share the
+downlink outbox (:mod:`tpas.storage.postgres_outbox`).
 
-The pool checks each connection before handing it out, so a PostgreSQL restart costs no
-failed request once the server is back. Driver errors become
+Every pooled connection is checked (one round trip) before use and a dead one is replaced,
+so the store recovers by itself from a PostgreSQL restart. Driver errors become
 :class:`~tpas.errors.StorageUnavailable`, whose messages name the server but never the
 password.
 """
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor
@@ -33,10 +34,12 @@ from tpas.storage.ports import (
     StoredReport,
     StoreOutcome,
 )
+from tpas.storage.postgres_outbox import PostgresOutbox
 from tpas.storage.sql import Statements, fold_devices, insert_params, to_stored
 
 __all__ = ["PostgresStore"]
 
+_T = TypeVar("_T")
 _SQL: Final = Statements("%s")
 
 # Two processes inserting the same reports in different orders can deadlock; PostgreSQL
@@ -71,7 +74,7 @@ async def _configure(conn: _Connection) -> None:
         await conn.execute("SET synchronous_commit = on")
 
 
-class PostgresStore:
+class PostgresStore(PostgresOutbox):
     """A report store in a PostgreSQL database.
 
     ``dsn`` is a libpq connection string or URL (``postgresql://user@host:5432/db``); the
@@ -99,6 +102,8 @@ class PostgresStore:
         self._connect_timeout = connect_timeout
         self._ping_timeout = ping_timeout
         self._pool: AsyncConnectionPool[_Connection] | None = None
+        # Pings given up on, kept referenced while their cancellation completes.
+        self._pings: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where!r})"
@@ -191,16 +196,27 @@ class PostgresStore:
 
     async def ping(self) -> None:
         """Run ``SELECT 1``; raise :class:`StorageUnavailable` unless it answers in time."""
-        try:
-            async with (
-                asyncio.timeout(self._ping_timeout),
-                self._connection("cannot reach", self._ping_timeout) as conn,
-            ):
-                await conn.execute("SELECT 1")
-        except TimeoutError as exc:
+        check = asyncio.ensure_future(self._select_1())
+        # Not asyncio.timeout: on a hung server, psycopg's cancellation of the query waits
+        # up to 10 s more for the server; here it finishes in the background.
+        done, _ = await asyncio.wait({check}, timeout=self._ping_timeout)
+        if not done:
+            check.cancel()
+            self._pings.add(check)
+            check.add_done_callback(self._forget_ping)
             raise StorageUnavailable(
                 f"PostgreSQL {self._where} did not answer within {self._ping_timeout} s"
-            ) from exc
+            )
+        check.result()
+
+    def _forget_ping(self, check: asyncio.Future[None]) -> None:
+        self._pings.discard(check)
+        if not check.cancelled():
+            check.exception()  # retrieved: the caller has had its answer
+
+    async def _select_1(self) -> None:
+        async with self._connection("cannot reach", self._ping_timeout) as conn:
+            await conn.execute("SELECT 1")
 
     async def _insert(
         self, cursor: AsyncCursor[tuple[Any, ...]], reports: Sequence[NewReport]
@@ -234,6 +250,18 @@ class PostgresStore:
             else StoreOutcome(next(original), duplicate=True)
             for new_id in ids
         ]
+
+    async def _transact(self, work: Callable[[_Connection], Awaitable[_T]]) -> _T:
+        """Run ``work`` in one transaction, again after a deadlock (its locks are gone)."""
+        async with self._connection("cannot commit to") as conn:
+            for attempt in range(1, _ATTEMPTS + 1):
+                try:
+                    async with conn.transaction():
+                        return await work(conn)
+                except _RETRYABLE:
+                    if attempt == _ATTEMPTS:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @asynccontextmanager
     async def _connection(

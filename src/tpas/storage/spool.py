@@ -65,11 +65,14 @@ class FileSpool:
             raise StorageUnavailable(f"spool {self.directory} cannot take reports: {exc}") from exc
 
     def segments(self) -> list[str]:
-        """Segment names, oldest first."""
+        """Segment names, oldest first; :class:`StorageUnavailable` if the directory
+        cannot be listed (a missing directory is an empty spool)."""
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise StorageUnavailable(f"spool {self.directory} cannot be listed: {exc}") from exc
         return sorted(n for n in names if n.endswith(_SUFFIX) and not n.startswith("."))
 
     def read(self, segment: str) -> list[NewReport]:

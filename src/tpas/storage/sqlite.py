@@ -1,11 +1,13 @@
-"""The SQLite :class:`~tpas.storage.ports.ReportStore`: one writer thread, pooled readers.
+"""The SQLite :class:`~tpas.storage.ports.Store`: one writer thread, pooled readers.
 
 The database runs in WAL mode with ``synchronous=FULL``, so a committed batch survives a
 power cut (QUALITY.md REL-1). One dedicated thread owns the only write connection: SQLite
 allows one writer at a time anyway, and a single owner never waits on its own lock.
 :meth:`SqliteStore.add_many` hands its batch to that thread and awaits the outcome; each
-batch is one ``BEGIN IMMEDIATE ... COMMIT``. Reads run on a few worker threads with
-read-only connections, which WAL lets proceed while the writer commits.
+batch is one ``BEGIN IMMEDIATE ... COMMIT``. Every change to the downlink outbox
+(:mod:`tpas.storage.sqlite_outbox`) goes the same way, one transaction per call. Reads
+run on a few worker threads with read-only connections, which WAL lets proceed while the
+writer commits.
 
 Every sqlite3 error becomes :class:`~tpas.errors.StorageUnavailable`, and no transaction
 is left open after one.
@@ -23,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from tpas.errors import StorageUnavailable
 from tpas.storage.migrations import apply_sqlite
@@ -35,6 +37,7 @@ from tpas.storage.ports import (
     StoreOutcome,
 )
 from tpas.storage.sql import Statements, fold_devices, insert_params, to_stored
+from tpas.storage.sqlite_outbox import SqliteOutbox
 
 __all__ = ["SqliteStore"]
 
@@ -43,10 +46,12 @@ _SQL = Statements("?")
 
 
 @dataclass(frozen=True, slots=True)
-class _Batch:
-    reports: Sequence[NewReport]
+class _Job(Generic[_T]):
+    """Work for the writer thread: run ``work`` in one transaction, settle ``future``."""
+
+    work: Callable[[sqlite3.Connection], _T]
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[list[StoreOutcome]]
+    future: asyncio.Future[_T]
 
 
 def _settle(
@@ -70,7 +75,7 @@ def _settle(
         loop.call_soon_threadsafe(apply)
 
 
-class SqliteStore:
+class SqliteStore(SqliteOutbox):
     """A report store in one SQLite file.
 
     ``path`` is the database file; its directory must exist. ``busy_timeout`` (seconds)
@@ -84,7 +89,7 @@ class SqliteStore:
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self._reader_count = readers
-        self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
@@ -103,7 +108,7 @@ class SqliteStore:
             )
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
-        self._batches = queue.SimpleQueue()
+        self._jobs = queue.SimpleQueue()
         writer = threading.Thread(
             target=self._write_loop, args=(loop, ready), name="tpas-sqlite-writer", daemon=True
         )
@@ -111,14 +116,14 @@ class SqliteStore:
         try:
             await ready
         except BaseException:
-            self._batches.put(None)  # harmless if the writer already gave up
+            self._jobs.put(None)  # harmless if the writer already gave up
             await asyncio.to_thread(writer.join)
             raise
         self._writer = writer
         self._readers = ThreadPoolExecutor(self._reader_count, "tpas-sqlite-read")
 
     async def close(self) -> None:
-        """Finish queued batches, then close every connection."""
+        """Finish queued writes, then close every connection."""
         writer, readers = self._writer, self._readers
         self._writer = self._readers = None
         if readers is not None:
@@ -129,19 +134,15 @@ class SqliteStore:
             except queue.Empty:
                 break
         if writer is not None:
-            self._batches.put(None)  # after every batch already queued
+            self._jobs.put(None)  # after every write already queued
             await asyncio.to_thread(writer.join)
 
     async def add_many(self, reports: Sequence[NewReport]) -> list[StoreOutcome]:
         """Store a batch in one transaction; returns once it is committed."""
-        if self._writer is None:
-            raise StorageUnavailable(f"SQLite database {self.path} is not open")
+        self._require_writer()
         if not reports:
             return []
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[StoreOutcome]] = loop.create_future()
-        self._batches.put(_Batch(reports, loop, future))
-        return await future
+        return await self._write(lambda conn: self._insert(conn, reports))
 
     async def get(self, report_id: int) -> StoredReport | None:
         """One report by id, or ``None``."""
@@ -202,13 +203,13 @@ class SqliteStore:
             return
         _settle(loop, ready, None, None)
         try:
-            while (batch := self._batches.get()) is not None:
+            while (job := self._jobs.get()) is not None:
                 try:
-                    outcomes = self._write(conn, batch.reports)
+                    result = self._transact(conn, job.work)
                 except BaseException as exc:
-                    _settle(batch.loop, batch.future, None, exc)
+                    _settle(job.loop, job.future, None, exc)
                 else:
-                    _settle(batch.loop, batch.future, outcomes, None)
+                    _settle(job.loop, job.future, result, None)
         finally:
             conn.close()
 
@@ -233,20 +234,11 @@ class SqliteStore:
             raise
         return conn
 
-    def _write(self, conn: sqlite3.Connection, reports: Sequence[NewReport]) -> list[StoreOutcome]:
+    def _transact(self, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in one ``BEGIN IMMEDIATE ... COMMIT``; roll back on any error."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            outcomes: list[StoreOutcome] = []
-            for report in reports:
-                inserted = conn.execute(_SQL.insert, insert_params(report)).fetchall()
-                if inserted:
-                    outcomes.append(StoreOutcome(inserted[0][0], duplicate=False))
-                    continue
-                (existing,) = conn.execute(
-                    _SQL.find_duplicate,
-                    (report.application, report.token, report.frame_key, report.token),
-                ).fetchone()
-                outcomes.append(StoreOutcome(existing, duplicate=True))
+            result = work(conn)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -255,7 +247,34 @@ class SqliteStore:
             if isinstance(exc, sqlite3.Error):
                 raise self._unavailable("cannot commit to", exc) from exc
             raise
+        return result
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, reports: Sequence[NewReport]) -> list[StoreOutcome]:
+        outcomes: list[StoreOutcome] = []
+        for report in reports:
+            inserted = conn.execute(_SQL.insert, insert_params(report)).fetchall()
+            if inserted:
+                outcomes.append(StoreOutcome(inserted[0][0], duplicate=False))
+                continue
+            (existing,) = conn.execute(
+                _SQL.find_duplicate,
+                (report.application, report.token, report.frame_key, report.token),
+            ).fetchone()
+            outcomes.append(StoreOutcome(existing, duplicate=True))
         return outcomes
+
+    async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` on the writer thread in one transaction; returns once committed."""
+        self._require_writer()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        self._jobs.put(_Job(work, loop, future))
+        return await future
+
+    def _require_writer(self) -> None:
+        if self._writer is None:
+            raise StorageUnavailable(f"SQLite database {self.path} is not open")
 
     # The readers.
 

@@ -10,20 +10,25 @@ import csv
 import hmac
 import io
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import tpas
 from tpas.bootstrap import Services
-from tpas.storage.ports import ReportQuery, StoredReport
+from tpas.errors import StorageUnavailable
+from tpas.interfaces.http.downlinks import add_downlink_routes
+from tpas.interfaces.http.openapi import document_report_endpoint
+from tpas.storage.ports import ReportQuery, ReportStore, StoredReport
 
 __all__ = ["create_api"]
 
@@ -115,7 +120,11 @@ class ApiError(Exception):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token."},
     422: {"model": ErrorBody, "description": "A parameter is not valid."},
+    503: {"model": ErrorBody, "description": "Storage cannot be read right now."},
 }
+# Ids are 64-bit database keys: a larger number is refused as a parameter rather than
+# reaching the driver (which cannot bind it).
+_MAX_ID = 2**63 - 1
 _FIELDS = (
     "id", "application", "type", "dev_eui", "time", "received_at", "fport", "fcnt_up",
     "fcnt_dn", "payload_hex", "rssi", "snr", "spreading_factor", "lat", "lon",
@@ -148,6 +157,12 @@ def message_dict(row: StoredReport) -> dict[str, Any]:
         "correlation_id": row.correlation_id,
         "report": msgspec.json.decode(row.report_json),
     }
+
+
+def _json(data: Any) -> Response:
+    # Rendered by the same encoder as the NDJSON export, so a message reads the same
+    # everywhere; the routes' response models document the shape.
+    return Response(msgspec.json.encode(data), media_type="application/json")
 
 
 def _epoch(value: datetime | None) -> float | None:
@@ -187,16 +202,26 @@ def create_api(services: Services) -> FastAPI:
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return JSONResponse({"error": "malformed_json", "detail": "the body is not JSON"}, 400)
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path"))
         return JSONResponse(
             {"error": "invalid_parameter", "detail": f"{where}: {first.get('msg', 'invalid')}"},
             422,
         )
 
-    @api.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    # Starlette's class, not FastAPI's subclass: the router raises Starlette's own for an
+    # unknown path (404) or method (405).
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return JSONResponse({"error": code, "detail": str(exc.detail)}, exc.status_code)
+        return JSONResponse(
+            {"error": code, "detail": str(exc.detail)}, exc.status_code, headers=exc.headers
+        )
+
+    @api.exception_handler(StorageUnavailable)
+    async def _unavailable(_: Request, exc: StorageUnavailable) -> JSONResponse:
+        return JSONResponse({"error": exc.reason, "detail": "storage cannot be read now"}, 503)
 
     auth = [Depends(authorised)]
 
@@ -209,6 +234,8 @@ def create_api(services: Services) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(pattern="^[0-9]{1,19}$")] = None,
     ) -> ReportQuery:
+        if cursor and int(cursor) > _MAX_ID:
+            raise ApiError(422, "invalid_parameter", "cursor: not a cursor this API issued")
         return ReportQuery(
             application=application,
             dev_eui=dev_eui.upper() if dev_eui else None,
@@ -220,22 +247,24 @@ def create_api(services: Services) -> FastAPI:
         )
 
     @api.get("/api/devices", response_model=DeviceList, dependencies=auth, responses=_ERRORS)
-    async def devices(application: str | None = None) -> dict[str, Any]:
+    async def devices(application: str | None = None) -> Response:
         """Every device with at least one stored report."""
         rows = await store.devices(application)
-        return {
-            "items": [
-                {
-                    "dev_eui": d.dev_eui,
-                    "application": d.application,
-                    "last_seen": _iso(d.last_seen),
-                    "message_counts": d.counts,
-                    "last_rssi": d.last_rssi,
-                    "last_snr": d.last_snr,
-                }
-                for d in rows
-            ]
-        }
+        return _json(
+            {
+                "items": [
+                    {
+                        "dev_eui": d.dev_eui,
+                        "application": d.application,
+                        "last_seen": _iso(d.last_seen),
+                        "message_counts": d.counts,
+                        "last_rssi": d.last_rssi,
+                        "last_snr": d.last_snr,
+                    }
+                    for d in rows
+                ]
+            }
+        )
 
     @api.get(
         "/api/messages/export",
@@ -255,11 +284,14 @@ def create_api(services: Services) -> FastAPI:
         return StreamingResponse(_ndjson(store, query), media_type="application/x-ndjson")
 
     @api.get("/api/messages", response_model=MessagePage, dependencies=auth, responses=_ERRORS)
-    async def messages(query: Annotated[ReportQuery, Depends(message_query)]) -> dict[str, Any]:
+    async def messages(query: Annotated[ReportQuery, Depends(message_query)]) -> Response:
         """Stored reports, newest first, filtered; page with ``next_cursor``."""
-        rows = await store.query(query)
-        cursor = str(rows[-1].id) if len(rows) == query.limit else None
-        return {"items": [message_dict(r) for r in rows], "next_cursor": cursor}
+        # One row more than the page says whether another page exists, so the last page
+        # has no cursor even when the rows fill it exactly.
+        rows = await store.query(replace(query, limit=query.limit + 1))
+        page = rows[: query.limit]
+        cursor = str(page[-1].id) if len(rows) > query.limit else None
+        return _json({"items": [message_dict(r) for r in page], "next_cursor": cursor})
 
     @api.get(
         "/api/messages/{message_id}",
@@ -267,19 +299,19 @@ def create_api(services: Services) -> FastAPI:
         dependencies=auth,
         responses={**_ERRORS, 404: {"model": ErrorBody}},
     )
-    async def message(message_id: Annotated[int, Path(ge=1)]) -> dict[str, Any]:
+    async def message(message_id: Annotated[int, Path(ge=1, le=_MAX_ID)]) -> Response:
         """One stored report."""
         row = await store.get(message_id)
         if row is None:
             raise ApiError(404, "not_found", f"no message {message_id}")
-        return message_dict(row)
+        return _json(message_dict(row))
 
     @api.get(
         "/api/messages/{message_id}/body",
         dependencies=auth,
         responses={**_ERRORS, 404: {"model": ErrorBody}},
     )
-    async def body(message_id: Annotated[int, Path(ge=1)]) -> Response:
+    async def body(message_id: Annotated[int, Path(ge=1, le=_MAX_ID)]) -> Response:
         """The report's original body bytes, with the content type it arrived with."""
         found = await store.get_body(message_id)
         if found is None:
@@ -287,18 +319,15 @@ def create_api(services: Services) -> FastAPI:
         data, content_type = found
         return Response(data, media_type=content_type or "application/octet-stream")
 
+    document_report_endpoint(api, ErrorBody, services.settings.server.max_body_bytes)
+    add_downlink_routes(api, services, auth, _ERRORS, ApiError, _json)
     return api
 
 
-async def _pages(store: Any, query: ReportQuery) -> AsyncIterator[list[StoredReport]]:
+async def _pages(store: ReportStore, query: ReportQuery) -> AsyncIterator[list[StoredReport]]:
     before = query.before_id
     while True:
-        rows: list[StoredReport] = await store.query(
-            ReportQuery(
-                query.application, query.dev_eui, query.kind, query.since, query.until,
-                before, query.limit,
-            )
-        )  # fmt: skip
+        rows = await store.query(replace(query, before_id=before))
         if not rows:
             return
         yield rows
@@ -307,13 +336,13 @@ async def _pages(store: Any, query: ReportQuery) -> AsyncIterator[list[StoredRep
         before = rows[-1].id
 
 
-async def _ndjson(store: Any, query: ReportQuery) -> AsyncIterator[bytes]:
+async def _ndjson(store: ReportStore, query: ReportQuery) -> AsyncIterator[bytes]:
     encoder = msgspec.json.Encoder()
     async for rows in _pages(store, query):
         yield b"".join(encoder.encode(message_dict(r)) + b"\n" for r in rows)
 
 
-async def _csv(store: Any, query: ReportQuery) -> AsyncIterator[str]:
+async def _csv(store: ReportStore, query: ReportQuery) -> AsyncIterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(_FIELDS)

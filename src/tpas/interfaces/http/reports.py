@@ -38,6 +38,13 @@ class ReportEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        try:
+            await self._answer(scope, receive, send)
+        finally:
+            # Every answer counts, refusals before ingest (413, 405) included.
+            self.metrics.request_latency.observe(time.perf_counter() - started)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         name = scope["path"][len(PREFIX) :]
         if not name or "/" in name:
             await send_json(send, 404, {"error": "unknown_application", "detail": "bad path"})
@@ -69,7 +76,6 @@ class ReportEndpoint:
         else:
             answer = {"error": result.reason, "detail": result.detail}
         await send_json(send, result.status, answer)
-        self.metrics.request_latency.observe(time.perf_counter() - started)
 
     async def _read(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []

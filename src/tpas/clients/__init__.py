@@ -1,0 +1,1 @@
+"""Outbound adapters: the network server's downlink endpoint."""
