@@ -14,7 +14,7 @@ $(BIN)/tpas: pyproject.toml
 setup: $(BIN)/tpas
 
 demo: setup
-	$(BIN)/tpas --help
+	$(BIN)/tpas demo
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -1,8 +1,8 @@
 """The bench baseline: a bare ASGI endpoint that verifies and parses reports, stores nothing.
 
-Each ``POST`` is read in full, parsed (``tpas.protocol.parse``), verified
-(``verify_report``: AS_ID, LrnDevEui/LrnFPort against the body, SHA-256 token; freshness
-off, as in the bench's tpas config) and converted (``to_model``), then answered 200 with a
+Each ``POST`` is read in full, verified and decoded (``tpas.protocol.check_report``, the
+same protocol work tpas serve does: AS_ID, LrnDevEui/LrnFPort against the body, SHA-256
+token; freshness off, as in the bench's tpas config), then answered 200 with a
 small JSON body. It runs on the same server stack as ``tpas serve``: uvicorn with uvloop,
 httptools and no access log. ``bench/ingest.py`` starts it as::
 
@@ -25,10 +25,8 @@ from tpas.protocol import (
     DEFAULT_RECIPES,
     AsKey,
     BodyFormat,
+    check_report,
     format_for_content_type,
-    parse,
-    to_model,
-    verify_report,
 )
 
 Scope = MutableMapping[str, Any]
@@ -81,9 +79,9 @@ class BareApp:
         fmt = format_for_content_type(content_type.decode("latin-1")) or BodyFormat.JSON
         query = scope["query_string"].decode("latin-1")
         try:
-            raw = parse(body, fmt)
-            verdict = verify_report(
-                raw,
+            checked = check_report(
+                body,
+                fmt,
                 query,
                 self.keys,
                 as_id=self.as_id,
@@ -91,14 +89,13 @@ class BareApp:
                 max_drift=None,
                 recipes=DEFAULT_RECIPES,
             )
-            if not verdict.ok:
-                await _answer(send, 401, {"error": str(verdict.reason)})
-                return
-            model = to_model(raw)
         except DocumentError as exc:
             await _answer(send, 400, {"error": exc.reason})
             return
-        await _answer(send, 200, {"status": "verified", "type": model.kind})
+        if checked.model is None:
+            await _answer(send, 401, {"error": str(checked.verdict.reason)})
+            return
+        await _answer(send, 200, {"status": "verified", "type": checked.model.kind})
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -71,8 +71,13 @@ def _send(server: Server, **fields: Any) -> httpx.Response:
     return server.client.post("/api/downlinks", json=body, headers=headers)
 
 
-def _wait(server: Server, downlink_id: int, done: Callable[[dict[str, Any]], bool]) -> Any:
-    deadline = time.monotonic() + 20
+def _wait(
+    server: Server,
+    downlink_id: int,
+    done: Callable[[dict[str, Any]], bool],
+    limit: float = 20,
+) -> Any:
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         data = server.client.get(f"/api/downlinks/{downlink_id}").json()
         if done(data):
@@ -341,11 +346,30 @@ def test_kill_9_with_downlinks_in_flight_loses_none(tmp_path: Path) -> None:
         server.client.close()
         server = _start(tmp_path, ns, V1, database=database, downlinks=PATIENT)
         try:
+            # Downlinks the killed process had leased wait for the lease to end
+            # (2 * http_timeout + 5 s) before another attempt.
             for downlink_id in ids:
-                _wait(server, downlink_id, _status_in("sent"))
+                _wait(server, downlink_id, _status_in("sent"), limit=90)
         finally:
             server.stop()
     finally:
         ns.stop()
     correlation = {r.params["CorrelationID"] for r in ns.accepted()}
     assert len(correlation) == 40
+
+
+def test_downlink_metrics(server_v1: Server, ns: FakeNetworkServer) -> None:
+    """/metrics counts queued downlinks, attempts by outcome, and the outbox by status."""
+    ns.script.append(v1_error("Token bucket limit reached"))
+    queued = _send(server_v1).json()
+    _wait(server_v1, queued["id"], _status_in("submitted"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = server_v1.client.get("/metrics").text
+        if 'tpas_outbox_downlinks{status="submitted"} 1' in text:
+            break
+        time.sleep(0.1)
+    assert 'tpas_outbox_downlinks{status="submitted"} 1' in text
+    assert 'tpas_downlinks_queued_total{application="farm"} 1' in text
+    assert 'tpas_downlink_attempts_total{outcome="transient"} 1' in text
+    assert 'tpas_downlink_attempts_total{outcome="accepted"} 1' in text

@@ -40,12 +40,13 @@ class Request:
 
 @dataclass
 class Receiver:
-    """A tiny ASGI application server: records every request, answers 204."""
+    """A tiny ASGI application server: records every request, answers ``status``."""
 
     requests: list[Request] = field(default_factory=list)
+    status: int = 204
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Record the request and answer ``204``."""
+        """Record the request and answer ``status`` with an empty body."""
         if scope["type"] != "http":
             return
         chunks = []
@@ -63,13 +64,13 @@ class Receiver:
                 b"".join(chunks),
             )
         )
-        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.start", "status": self.status, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
 
-async def start_receiver() -> tuple[Receiver, LoopbackServer]:
+async def start_receiver(status: int = 204) -> tuple[Receiver, LoopbackServer]:
     """A receiver listening on a loopback port (stop the server afterwards)."""
-    receiver = Receiver()
+    receiver = Receiver(status=status)
     server = LoopbackServer(receiver)
     await server.start()
     return receiver, server

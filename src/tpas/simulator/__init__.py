@@ -10,6 +10,7 @@ of tpas it uses the pure protocol layer and :mod:`tpas.testing`, nothing else
 
 from tpas.simulator.api_client import TpasApi
 from tpas.simulator.devices import Fleet, VirtualDevice
+from tpas.simulator.follower import DownlinkFollower
 from tpas.simulator.network_server import NetworkServer, NsFaults, NsStats
 from tpas.simulator.payload import Reading, decode_reading, encode_reading
 from tpas.simulator.progress import Progress, Tally, render_summary
@@ -19,6 +20,7 @@ from tpas.simulator.traffic import Expectation, Fault, Faults, Mix, Outcome, Pla
 
 __all__ = [
     "Answer",
+    "DownlinkFollower",
     "Expectation",
     "Fault",
     "Faults",

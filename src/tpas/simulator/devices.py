@@ -118,6 +118,7 @@ class VirtualDevice:
         self.heading = rng.uniform(0.0, 2 * math.pi)
         self.speed = rng.choice((0.8, 1.4, 1.4, 4.0, 8.3, 13.9))
         self._moved_at: datetime | None = None
+        self._stamped: datetime | None = None
 
     # -- state -----------------------------------------------------------------------------
 
@@ -146,6 +147,16 @@ class VirtualDevice:
             * math.sin(self.heading)
             / (_METRES_PER_DEGREE * math.cos(math.radians(self.lat)))
         )
+
+    def _stamp(self, now: datetime) -> str:
+        """The body Time of a new report: ``now``, but always at least a millisecond after
+        the device's previous one, so two reports of a device never share a Time (tpas
+        would take the second for a duplicate of the first)."""
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        if self._stamped is not None and now <= self._stamped:
+            now = self._stamped + timedelta(milliseconds=1)
+        self._stamped = now
+        return format_time(now)
 
     def _new_session(self) -> None:
         """A Join (or an ABP automatic reset): counters restart."""
@@ -196,13 +207,13 @@ class VirtualDevice:
         best = heard[0]
         sf = _spreading_factor(best.snr)
         channel, frequency = self.rng.choice(_CHANNELS)
-        frame_time = now - timedelta(seconds=late_by)
+        frame_time = format_time(now - timedelta(seconds=late_by)) if late_by else self._stamp(now)
         base = make_uplink(
             self.dev_eui,
             fcnt_up=self._next_fcnt(),
             fport=SENSOR_FPORT,
             payload_hex=encode_reading(self.reading()),
-            time=format_time(frame_time),
+            time=frame_time,
             customer_id=self.customer_id,
             rssi=best.rssi,
             snr=best.snr,
@@ -249,7 +260,7 @@ class VirtualDevice:
         dev_eui = bytes.fromhex(self.dev_eui)[::-1].hex()
         raw = f"00{join_eui}{dev_eui}{self.dev_nonce.to_bytes(2, 'little').hex()}{mic}"
         report = Uplink(
-            time=format_time(now),
+            time=self._stamp(now),
             dev_eui=self.dev_eui,
             mtype=0,
             raw_join_request=raw,
@@ -295,7 +306,7 @@ class VirtualDevice:
             self._new_session()
             self.dev_addr = f"{self.rng.getrandbits(32):08X}"
         return Notification(
-            time=format_time(now),
+            time=self._stamp(now),
             dev_eui=self.dev_eui,
             lrcid=LRCID,
             dev_addr=self.dev_addr,
@@ -317,7 +328,7 @@ class VirtualDevice:
         error = accuracy / _METRES_PER_DEGREE / 3
         north = self.speed * math.cos(self.heading)
         east = self.speed * math.sin(self.heading)
-        text = format_time(now)
+        text = self._stamp(now)
         return Location(
             time=text,
             dev_eui=self.dev_eui,

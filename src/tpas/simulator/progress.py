@@ -252,8 +252,14 @@ def render_summary(summary: Mapping[str, Any]) -> str:
     )
     for name, fault in summary["faults"].items():
         lines.append(
-            f"fault {name + ':':<14}{fault['as_expected']}/{fault['sent']} answered "
+            f"fault {name + ':':<15}{fault['as_expected']}/{fault['sent']} answered "
             f"as expected ({fault['expected']})"
+        )
+    skew = summary.get("clock_skew")
+    if skew and skew["seconds"]:
+        lines.append(
+            f"clock skew:  {skew['seconds']:+g} s on every query Time "
+            f"(expected: {skew['expected']})"
         )
     network = summary.get("network_server")
     if network:

@@ -7,11 +7,13 @@ answer or a timeout is the report's fate (SPEC.md §2.3).
 
 One difference, on purpose: ThingPark sends ``Connection: close``; the simulator keeps
 connections alive, because it also drives benchmarks and a new TCP connection per report
-would measure the handshake rather than the application server.
+would measure the handshake rather than the application server. A request waits for a
+free connection of its pool (``max_connections`` in all).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Any, Final, Self
@@ -24,6 +26,7 @@ from tpas.testing import SignedReport
 __all__ = ["USER_AGENT", "Answer", "Receipt", "Sender"]
 
 USER_AGENT: Final = "ACTILITY-LRCLRN-DEVICE-AGENT/1.0"
+_PER_POOL: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,13 @@ class Receipt:
 
 
 class Sender:
-    """Posts signed reports to one URL over a pool of kept-alive connections."""
+    """Posts signed reports to one URL over kept-alive connections.
+
+    The connections are spread over several small httpx pools, used in turn: httpcore's
+    pool gets slower as it grows (it scans its connections on every request), and small
+    pools of :data:`_PER_POOL` connections measured about three times faster than one
+    pool of 64 on loopback. An injected ``client`` is used alone.
+    """
 
     def __init__(
         self,
@@ -89,24 +98,29 @@ class Sender:
     ) -> None:
         self.url = url
         self.timeout = timeout
-        self._client = client or httpx.AsyncClient(
-            timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            follow_redirects=False,
-        )
-        headers = self._client.headers
-        for name in ("Accept-Encoding", "User-Agent", "Accept"):
-            headers.pop(name, None)
-        headers["User-Agent"] = USER_AGENT
-        headers["Accept"] = "*/*"
+        if client is not None:
+            clients = [client]
+        else:
+            per_pool = min(_PER_POOL, max_connections)
+            limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+            clients = [
+                httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+                for _ in range(max(1, -(-max_connections // per_pool)))
+            ]
+        for each in clients:
+            headers = each.headers
+            for name in ("Accept-Encoding", "User-Agent", "Accept"):
+                headers.pop(name, None)
+            headers["User-Agent"] = USER_AGENT
+            headers["Accept"] = "*/*"
+        self._clients = clients
+        self._next = itertools.cycle(clients)
 
     async def post(self, signed: SignedReport) -> Answer:
         """POST one report; never raises for a refusal or a network failure."""
         started = time.perf_counter()
         try:
-            response = await self._client.post(
+            response = await next(self._next).post(
                 f"{self.url}?{signed.query}",
                 content=signed.body,
                 headers={"Content-Type": signed.content_type},
@@ -119,8 +133,9 @@ class Sender:
         return Answer(response.status_code, _json(response.content), latency)
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.aclose()
+        """Close the connections."""
+        for client in self._clients:
+            await client.aclose()
 
     async def __aenter__(self) -> Self:
         return self

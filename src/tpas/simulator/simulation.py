@@ -191,6 +191,11 @@ class Simulation:
         summary = self.tally.summary()
         summary["devices"] = len(self.fleet)
         summary["format"] = self.config.fmt.value
+        skew = self.config.faults.clock_skew
+        summary["clock_skew"] = {
+            "seconds": skew,
+            "expected": str(self.planner.expectation_for_offset(skew)),
+        }
         ns = self.network_server
         if ns is not None:
             summary["network_server"] = ns.stats.summary()

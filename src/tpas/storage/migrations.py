@@ -50,9 +50,15 @@ _DOWNLINK_STATUSES: Final = (
 _DOWNLINK_INDEXES: Final = (
     # claim_due: the queued downlinks, by due time.
     "CREATE INDEX downlinks_status_next_attempt_at ON downlinks (status, next_attempt_at, id)",
-    # Per-device order in claim_due, delivery matching, and /api/downlinks?dev_eui=.
+    # claim_due's per-device order: is an older downlink of the device still queued? Only
+    # queued rows, so it stays small however many finished downlinks pile up; claim_due
+    # names the status as a literal, which lets both databases use it. (Without it SQLite
+    # walks every older queued downlink for each candidate.)
+    "CREATE INDEX downlinks_queued_device ON downlinks (application, dev_eui, id) "
+    "WHERE status = 'queued'",
+    # Delivery matching by DevEUI, and /api/downlinks?application=&dev_eui= (newest first).
     "CREATE INDEX downlinks_application_dev_eui_id ON downlinks (application, dev_eui, id)",
-    # /api/downlinks?status= (newest first).
+    # /api/downlinks?status= (newest first), and the outbox depth by status.
     "CREATE INDEX downlinks_status_id ON downlinks (status, id)",
 )
 

@@ -42,6 +42,9 @@ from tpas.storage.sqlite_outbox import SqliteOutbox
 __all__ = ["SqliteStore"]
 
 _T = TypeVar("_T")
+_MERGE_MAX = 64  # jobs sharing one transaction at most
+_CHECKPOINT_IDLE = 50  # commits before a checkpoint when no job is waiting
+_CHECKPOINT_EVERY = 1000  # commits before a checkpoint in any case
 _SQL = Statements("?")
 
 
@@ -202,16 +205,75 @@ class SqliteStore(SqliteOutbox):
             _settle(loop, ready, None, exc)
             return
         _settle(loop, ready, None, None)
+        since_checkpoint = 0
         try:
             while (job := self._jobs.get()) is not None:
-                try:
-                    result = self._transact(conn, job.work)
-                except BaseException as exc:
-                    _settle(job.loop, job.future, None, exc)
-                else:
-                    _settle(job.loop, job.future, result, None)
+                # Every job already waiting shares this transaction, and so one fsync:
+                # the writer's group commit across concurrent callers.
+                jobs, stopping = [job], False
+                while len(jobs) < _MERGE_MAX:
+                    try:
+                        waiting = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if waiting is None:
+                        stopping = True
+                        break
+                    jobs.append(waiting)
+                self._run_jobs(conn, jobs)
+                since_checkpoint += 1
+                if since_checkpoint >= _CHECKPOINT_EVERY or (
+                    since_checkpoint >= _CHECKPOINT_IDLE and self._jobs.empty()
+                ):
+                    # Checkpoints run here, between commits, not inside one (the
+                    # automatic checkpoint is off on this connection).
+                    with suppress(sqlite3.Error):
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    since_checkpoint = 0
+                if stopping:
+                    break
         finally:
             conn.close()
+
+    def _run_jobs(self, conn: sqlite3.Connection, jobs: list[_Job[Any]]) -> None:
+        """Run ``jobs`` in one transaction, each in its own savepoint, then settle them.
+
+        A job that raises is rolled back alone and gets its error; if the commit itself
+        fails, every job gets that error (nothing was committed).
+        """
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.work(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((None, self._translated(exc)))
+                else:
+                    conn.execute("RELEASE job")
+                    results.append((result, None))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            failure = self._translated(exc)
+            for job in jobs:
+                _settle(job.loop, job.future, None, failure)
+            return
+        for job, (result, problem) in zip(jobs, results, strict=True):
+            _settle(job.loop, job.future, result, problem)
+
+    def _translated(self, exc: BaseException) -> BaseException:
+        """A sqlite3 error as StorageUnavailable (chained, as ``raise ... from`` would)."""
+        if not isinstance(exc, sqlite3.Error):
+            return exc
+        error = self._unavailable("cannot commit to", exc)
+        error.__cause__ = exc
+        return error
 
     def _connect_writer(self) -> sqlite3.Connection:
         try:
@@ -225,6 +287,8 @@ class SqliteStore(SqliteOutbox):
                     f"SQLite database {self.path} cannot use WAL mode (journal mode {mode!r})"
                 )
             conn.execute("PRAGMA synchronous = FULL")
+            # Checkpoints are run by the writer loop between commits instead.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             apply_sqlite(conn)
         except sqlite3.Error as exc:
             conn.close()
@@ -233,21 +297,6 @@ class SqliteStore(SqliteOutbox):
             conn.close()
             raise
         return conn
-
-    def _transact(self, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` in one ``BEGIN IMMEDIATE ... COMMIT``; roll back on any error."""
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            result = work(conn)
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                with suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise self._unavailable("cannot commit to", exc) from exc
-            raise
-        return result
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, reports: Sequence[NewReport]) -> list[StoreOutcome]:
