@@ -12,6 +12,10 @@ Branches follow what the caller can do about an error::
         ├── StorageUnavailable     the database cannot commit now (spool, or 503)
         └── NetworkError           no answer from the network server (retry the downlink)
 
+Branches defined next to their only raiser: ``InvalidKeyError`` and ``RecipeError``
+(InputError, :mod:`tpas.protocol`), ``UnknownApplicationError`` (InputError, 404,
+:mod:`tpas.services.outbox`), ``ApiCallError`` (InputError, :mod:`tpas.cli.downlink`).
+
 Every error carries a stable ``reason`` code (used in HTTP error bodies and metrics) and
 the data needed to explain it; none carries a key or a token.
 """

@@ -15,6 +15,7 @@ import pytest
 from tests.server.conftest import AS_ID, KEY, Server, free_port, signed, start_server, write_config
 from tests.server.fake_ns import V1, V2, FakeNetworkServer, timeout, v1_error, v2_error
 from tpas.protocol import DownlinkSent
+from tpas.protocol.answers import ERRORS, NsError, Outcome
 
 FAST_RETRIES = """
 [downlinks]
@@ -147,30 +148,39 @@ def test_a_timeout_is_retried(server_v1: Server, ns: FakeNetworkServer) -> None:
     assert done["attempts"][-1]["outcome"] == "accepted"
 
 
-@pytest.mark.parametrize(
-    ("behaviour", "message"),
-    [
-        (v1_error("Invalid DevEUI"), "Invalid DevEUI"),
-        (v1_error("Invalid LoRa port"), "Invalid LoRa port"),
-        (v1_error("Confirmed downlink is not authorized for this device"), "Confirmed"),
-        (v1_error("Payload too big or invalid size"), "Payload too big"),
-        (v2_error(104, "Invalid LoRa port"), "Invalid LoRa port"),
-        (v2_error(111, "Security Check. bad token"), "bad token"),
-    ],
-    ids=["v1-deveui", "v1-port", "v1-confirmed", "v1-payload", "v2-104", "v2-111"],
-)
-def test_a_permanent_error_fails_at_once(
-    server_v1: Server, ns: FakeNetworkServer, behaviour: Any, message: str
+PERMANENT = [e for e in ERRORS if e.outcome is Outcome.PERMANENT]
+
+
+@pytest.fixture(scope="module")
+def permanent_setup(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Server, FakeNetworkServer]]:
+    """One server and fake network server shared by the permanent-error cases."""
+    fake = FakeNetworkServer(AS_ID, KEY).start()
+    running = _start(tmp_path_factory.mktemp("permanent"), fake, V1)
+    yield running, fake
+    running.stop()
+    fake.stop()
+
+
+@pytest.mark.parametrize("generation", ["v1", "v2"])
+@pytest.mark.parametrize("error", PERMANENT, ids=[str(e.code) for e in PERMANENT])
+def test_every_permanent_error_fails_at_once(
+    permanent_setup: tuple[Server, FakeNetworkServer], error: NsError, generation: str
 ) -> None:
-    """A permanent network-server error ends the downlink as failed after one attempt."""
-    ns.script.append(behaviour)
-    queued = _send(server_v1).json()
-    done = _wait(server_v1, queued["id"], _status_in("failed"))
-    assert len(done["attempts"]) == 1
-    assert done["attempts"][0]["outcome"] == "permanent"
-    assert message in done["detail"]
-    time.sleep(0.3)
-    assert len(ns.received) == 1, "a permanent error must not be retried"
+    """Each permanent network-server error of the table, as a v1 message or a v2 code,
+    ends the downlink as failed after one attempt, with the network's message."""
+    server, ns = permanent_setup
+    v2 = generation == "v2"
+    ns.script.append(v2_error(error.code, error.message) if v2 else v1_error(error.message))
+    dev_eui = f"{error.code:08X}{int(v2):08X}"
+    before = len(ns.received)
+    queued = _send(server, dev_eui=dev_eui).json()
+    done = _wait(server, queued["id"], _status_in("failed"))
+    assert [a["outcome"] for a in done["attempts"]] == ["permanent"]
+    assert error.message in done["detail"]
+    time.sleep(0.2)
+    assert len(ns.received) == before + 1, "a permanent error must not be retried"
 
 
 def test_retries_stop_after_max_attempts(server_v1: Server, ns: FakeNetworkServer) -> None:

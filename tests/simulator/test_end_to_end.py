@@ -43,7 +43,7 @@ def shared_tpas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running.stop()
 
 
-@pytest.mark.parametrize("fmt", ["json", "json-untyped", "xml"])
+@pytest.mark.parametrize("fmt", [pytest.param(f, id=f) for f in ("json", "json-untyped", "xml")])
 def test_simulate_gets_every_expected_answer(shared_tpas: Server, fmt: str) -> None:
     """Five seconds of simulated traffic with every fault: exit 0, nothing unexpected,
     every fault answered with its expected reason."""
@@ -140,11 +140,12 @@ def test_simulate_refuses_bad_options_without_showing_the_key() -> None:
 
 @pytest.mark.slow
 def test_demo_runs_and_loses_nothing() -> None:
-    """``tpas demo --seconds 20`` exits 0 and its summary says nothing was lost and every
-    downlink was sent."""
+    """``tpas demo --seconds 20`` exits 0 and its summary says nothing was lost, every
+    simulated device has uplinks in the read API, and every downlink was sent."""
     run = run_tpas("demo", "--seconds", "20", timeout=180)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "  lost: 0\n" in run.stdout
     assert "4 sent through the API, 4 confirmed sent" in run.stdout
+    assert "6 of 6 simulated devices have uplinks in the API" in run.stdout
     assert "export TPAS_API_TOKEN=" in run.stdout
     assert "problem:" not in run.stdout

@@ -160,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
                 fmt=config.fmt,
                 max_deviation=args.ns_max_deviation,
                 faults=ns_faults,
+                seed=config.seed,
                 timeout=config.timeout,
             )
             await ns.start()

@@ -22,6 +22,8 @@ from tpas.interfaces.http import create_app
 
 __all__ = ["JsonFormatter", "configure_logging", "serve"]
 
+_SWITCH_INTERVAL = 0.0005
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message (and exception type)."""
@@ -73,6 +75,10 @@ def serve(settings: Settings, *, log_level: str = "info") -> int:
         timeout_keep_alive=5,
         server_header=False,
     )
+    # The storage writer thread releases the GIL for every SQLite call and must get it
+    # back promptly when its fsync returns; with the default 5 ms switch interval it can
+    # wait that long behind the busy event loop at each step, and group commit stalls.
+    sys.setswitchinterval(_SWITCH_INTERVAL)
     uv_server = uvicorn.Server(config)
     # uvicorn handles SIGTERM/SIGINT itself during serving, then re-raises the signal
     # into the handlers it found at start; with these in place, a stop it has already

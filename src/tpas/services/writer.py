@@ -58,6 +58,7 @@ class ReportWriter:
         batch_max: int = 512,
         replay_interval: float = _REPLAY_INTERVAL,
         commit_timeout: float = _COMMIT_TIMEOUT,
+        max_inflight: int = 4,
     ) -> None:
         self.store = store
         self.spool = spool
@@ -71,6 +72,8 @@ class ReportWriter:
         self._abandoned: set[asyncio.Task[list[StoreOutcome]]] = set()
         self._degraded = False
         self._replay_lock = asyncio.Lock()
+        self.max_inflight = max_inflight
+        self._inflight: set[asyncio.Task[None]] = set()
 
     @property
     def degraded(self) -> bool:
@@ -88,6 +91,8 @@ class ReportWriter:
         """Commit whatever is queued, then stop the loops."""
         while not self._queue.empty():
             await asyncio.sleep(0.005)
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
         # Abandoned commits have their batches in the spool already.
         tasks = [*self._tasks, *self._abandoned]
         for task in tasks:
@@ -107,16 +112,28 @@ class ReportWriter:
         return await future
 
     async def _commit_loop(self) -> None:
+        # Up to ``max_inflight`` batches are handed to the store at once: while one
+        # commits, the next already waits there (SQLite's writer merges waiting batches
+        # into its next transaction; PostgreSQL commits them on separate connections),
+        # so the fsync, not the hand-over between batches, sets the pace.
+        slots = asyncio.Semaphore(self.max_inflight)
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            try:
-                await self._commit(batch)
-            except Exception as exc:
-                # A bug must not stop the loop: every later request would wait forever.
-                log.exception("commit failed unexpectedly")
-                _fail(batch, StorageUnavailable(f"commit failed: {exc!r}"))
+            await slots.acquire()
+            task = asyncio.create_task(self._guarded_commit(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            task.add_done_callback(lambda _: slots.release())
+
+    async def _guarded_commit(self, batch: list[_Item]) -> None:
+        try:
+            await self._commit(batch)
+        except Exception as exc:
+            # A bug must not stop the writer: every later request would wait forever.
+            log.exception("commit failed unexpectedly")
+            _fail(batch, StorageUnavailable(f"commit failed: {exc!r}"))
 
     async def _commit(self, batch: list[_Item]) -> None:
         reports = [report for report, _ in batch]

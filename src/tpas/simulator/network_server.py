@@ -165,7 +165,7 @@ class NetworkServer:
         class_c_delay: float = 1.0,
         unknown_class: str = "C",
         customer_id: str = CUSTOMER_ID,
-        rng: random.Random | None = None,
+        seed: int | None = None,
         clock: Callable[[], datetime] = _utcnow,
         timeout: float = 10.0,
     ) -> None:
@@ -178,11 +178,13 @@ class NetworkServer:
         self.class_c_delay = class_c_delay
         self.unknown_class = unknown_class
         self.customer_id = customer_id
-        self.rng = rng or random.Random()
+        self.rng = random.Random(seed)  # the injected faults' draws
         self.clock = clock
         self.stats = NsStats()
         self._http = LoopbackServer(self, host=host, port=port)
-        self._sender = Sender(report_url, timeout=timeout) if report_url else None
+        self._sender = (
+            Sender(report_url, timeout=timeout, max_connections=4) if report_url else None
+        )
         self._devices: dict[str, _Device] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
