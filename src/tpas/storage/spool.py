@@ -8,7 +8,9 @@ and replayed in order.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -19,6 +21,8 @@ from tpas.errors import StorageUnavailable
 from tpas.storage.ports import NewReport
 
 __all__ = ["FileSpool"]
+
+log = logging.getLogger("tpas.spool")
 
 _SUFFIX: Final = ".spool"
 _encoder: Final = msgspec.msgpack.Encoder()
@@ -31,6 +35,9 @@ class FileSpool:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self._counter = 0
+        # Appends come from several worker threads at once (the writer keeps several
+        # batches in flight): naming and writing a segment is one critical section.
+        self._lock = threading.Lock()
 
     def _next_name(self) -> str:
         existing = self.segments()
@@ -41,6 +48,10 @@ class FileSpool:
 
     def append(self, reports: Sequence[NewReport]) -> None:
         """Write the reports as one segment and make it durable."""
+        with self._lock:
+            self._append(reports)
+
+    def _append(self, reports: Sequence[NewReport]) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             name = self._next_name()
@@ -76,8 +87,18 @@ class FileSpool:
         return sorted(n for n in names if n.endswith(_SUFFIX) and not n.startswith("."))
 
     def read(self, segment: str) -> list[NewReport]:
-        """Read one segment back."""
-        return _decoder.decode((self.directory / segment).read_bytes())
+        """Read one segment back.
+
+        A segment that cannot be decoded is renamed ``*.corrupt`` (kept for inspection,
+        logged) and reads as empty, so that it cannot stop the replay of the others.
+        """
+        path = self.directory / segment
+        try:
+            return _decoder.decode(path.read_bytes())
+        except msgspec.DecodeError:
+            log.error("spool segment %s cannot be decoded; kept as %s.corrupt", path, segment)
+            path.replace(path.with_name(f"{segment}.corrupt"))
+            return []
 
     def remove(self, segment: str) -> None:
         """Delete a replayed segment."""
