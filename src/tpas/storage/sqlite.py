@@ -46,8 +46,7 @@ _T = TypeVar("_T")
 _MERGE_MAX = 64  # jobs sharing one transaction at most
 _INSERT_CHUNK = 100  # reports per INSERT statement (far below SQLite's variable limit)
 
-_CHECKPOINT_IDLE = 50  # commits before a checkpoint when no job is waiting
-_CHECKPOINT_EVERY = 1000  # commits before a checkpoint in any case
+_CHECKPOINT_INTERVAL = 1.0  # seconds between checkpoints of the write-ahead log
 _SQL = Statements("?")
 
 
@@ -109,6 +108,8 @@ class SqliteStore(SqliteOutbox):
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -137,11 +138,20 @@ class SqliteStore(SqliteOutbox):
             raise
         self._writer = writer
         self._readers = ThreadPoolExecutor(self._reader_count, "tpas-sqlite-read")
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="tpas-sqlite-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection."""
         writer, readers = self._writer, self._readers
         self._writer = self._readers = None
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            self._stop_checkpoints.set()
+            await asyncio.to_thread(checkpointer.join)
         if readers is not None:
             await asyncio.to_thread(readers.shutdown)
         while True:
@@ -218,7 +228,6 @@ class SqliteStore(SqliteOutbox):
             _settle(loop, ready, None, exc)
             return
         _settle(loop, ready, None, None)
-        since_checkpoint = 0
         try:
             while (job := self._jobs.get()) is not None:
                 # Every job already waiting shares this transaction, and so one fsync:
@@ -234,15 +243,6 @@ class SqliteStore(SqliteOutbox):
                         break
                     jobs.append(waiting)
                 self._run_jobs(conn, jobs)
-                since_checkpoint += 1
-                if since_checkpoint >= _CHECKPOINT_EVERY or (
-                    since_checkpoint >= _CHECKPOINT_IDLE and self._jobs.empty()
-                ):
-                    # Checkpoints run here, between commits, not inside one (the
-                    # automatic checkpoint is off on this connection).
-                    with suppress(sqlite3.Error):
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    since_checkpoint = 0
                 if stopping:
                     break
         finally:
@@ -288,6 +288,21 @@ class SqliteStore(SqliteOutbox):
         error.__cause__ = exc
         return error
 
+    def _checkpoint_loop(self) -> None:
+        """Copy the write-ahead log into the database every second, on a connection of its
+        own: a PASSIVE checkpoint runs beside the writer instead of inside a commit (the
+        writer's automatic checkpoint is off), so no commit waits for it."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stop_checkpoints.wait(_CHECKPOINT_INTERVAL):
+                with suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
     def _connect_writer(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
@@ -300,7 +315,7 @@ class SqliteStore(SqliteOutbox):
                     f"SQLite database {self.path} cannot use WAL mode (journal mode {mode!r})"
                 )
             conn.execute("PRAGMA synchronous = FULL")
-            # Checkpoints are run by the writer loop between commits instead.
+            # Checkpoints are run beside the writer instead (_checkpoint_loop).
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             apply_sqlite(conn)
         except sqlite3.Error as exc:
