@@ -22,7 +22,7 @@ from typing import Any, Final
 import msgspec
 
 from tpas.errors import DocumentError
-from tpas.protocol.models import REPORT_TYPES, Document, Gateway
+from tpas.protocol.models import OBJECT_OR_TEXT, REPORT_TYPES, Document, Gateway
 
 __all__ = ["BodyFormat", "RawDocument", "to_model", "to_wire"]
 
@@ -51,9 +51,6 @@ class RawDocument:
 class _TypeInfo:
     known: frozenset[str]
     identity: str
-
-
-_OBJECT_OR_TEXT: Final = ("CustomerData", "DriverCfg", "BaseStationData", "payload")
 
 
 def _info(cls: type[msgspec.Struct]) -> _TypeInfo:
@@ -129,7 +126,7 @@ def to_model(doc: RawDocument) -> Document:
         fields[info.identity] = _identity_value(fields[info.identity], info.identity)
     # Also for names the model lacks (an uplink's IoT Flow ``payload`` lands in ``extra``):
     # the XML encoder writes these as JSON text, so reading must undo it.
-    for name in _OBJECT_OR_TEXT:
+    for name in OBJECT_OR_TEXT:
         if name in fields:
             fields[name] = _object_or_text(fields[name])
     if "Lrrs" in fields and "Lrrs" in info.known:

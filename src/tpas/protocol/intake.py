@@ -22,7 +22,7 @@ import msgspec
 from tpas.protocol.codec import parse
 from tpas.protocol.document import BodyFormat, to_model
 from tpas.protocol.keys import AsKey
-from tpas.protocol.models import REPORT_TYPES, Document
+from tpas.protocol.models import OBJECT_OR_TEXT, REPORT_TYPES, Document
 from tpas.protocol.query import parse_query
 from tpas.protocol.token import (
     DEFAULT_RECIPES,
@@ -40,11 +40,13 @@ __all__ = ["Checked", "check_report"]
 
 @dataclass(slots=True)
 class Checked:
-    """A verified (or refused) report: the verdict, the root, and the model when accepted."""
+    """A verified (or refused) report: the verdict, the root, and, when accepted, the model
+    and the query's Token (lower case)."""
 
     verdict: Verdict
     root: str
     model: Document | None
+    token: str = ""
 
 
 _envelope: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -60,7 +62,7 @@ _attributes: Final = {
 _object_fields: Final = {
     root: tuple(
         a for w, a in _attributes[root].items()
-        if w in ("CustomerData", "DriverCfg", "BaseStationData", "payload")
+        if w in OBJECT_OR_TEXT
     )
     for root in REPORT_TYPES
 }  # fmt: skip
@@ -151,7 +153,7 @@ def check_report(
         dev_eui = getattr(model, "dev_eui", None)
         verdict = check_body(query, sent, dev_eui, getattr(model, "fport", None), elements, keys)
         if verdict.ok:
-            return Checked(verdict, root, model)
+            return Checked(verdict, root, model, query.values["Token"].lower())
         if verdict.reason is not Reason.TOKEN_MISMATCH:
             return Checked(verdict, root, None)
     raw = parse(body, fmt)
@@ -166,4 +168,4 @@ def check_report(
     verdict = check_body(query, sent, fields.get("DevEUI"), fields.get("FPort"), elements, keys)
     if not verdict.ok:
         return Checked(verdict, raw.root, None)
-    return Checked(verdict, raw.root, to_model(raw))
+    return Checked(verdict, raw.root, to_model(raw), query.values["Token"].lower())

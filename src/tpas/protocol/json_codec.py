@@ -15,12 +15,11 @@ import msgspec
 
 from tpas.errors import DocumentError
 from tpas.protocol.document import BodyFormat, RawDocument, to_wire
-from tpas.protocol.models import REPORT_TYPES, Document
+from tpas.protocol.models import OBJECT_OR_TEXT, REPORT_TYPES, Document
 
 __all__ = ["encode_json", "parse_json"]
 
 _UNTYPED_NUMBERS: Final = frozenset({"TxPower", "NbTrans"})
-_OBJECT_FIELDS: Final = frozenset({"CustomerData", "DriverCfg", "BaseStationData", "payload"})
 _decoder: Final = msgspec.json.Decoder()
 _encoder: Final = msgspec.json.Encoder()
 
@@ -57,7 +56,7 @@ def _text(value: Any) -> Any:
 def _untyped(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if key in _UNTYPED_NUMBERS or key in _OBJECT_FIELDS:
+        if key in _UNTYPED_NUMBERS or key in OBJECT_OR_TEXT:
             out[key] = value
         elif key == "Lrrs" and isinstance(value, dict):
             out[key] = {"Lrr": [{k: _text(v) for k, v in g.items()} for g in value["Lrr"]]}

@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Final
 import msgspec
 
 __all__ = [
+    "OBJECT_OR_TEXT",
     "REPORT_TYPES",
     "BaseStationAlarm",
     "DeviceAlarm",
@@ -50,6 +51,9 @@ Float = Annotated[float, msgspec.Meta(ge=-1.7976931348623157e308, le=1.797693134
 JsonObject = dict[str, Any]
 ObjectOrText = JsonObject | str
 """``CustomerData`` and friends: an object, or text that is not a JSON object (kept as is)."""
+
+OBJECT_OR_TEXT: Final = frozenset({"CustomerData", "DriverCfg", "BaseStationData", "payload"})
+"""Wire names of the fields that are objects in JSON and JSON text in XML."""
 
 
 def _f(name: str) -> Any:

@@ -22,7 +22,7 @@ import msgspec
 
 from tpas.errors import DocumentError, ForbiddenXmlError
 from tpas.protocol.document import BodyFormat, RawDocument, to_wire
-from tpas.protocol.models import REPORT_TYPES, Document
+from tpas.protocol.models import OBJECT_OR_TEXT, REPORT_TYPES, Document
 
 __all__ = ["NAMESPACE", "encode_xml", "parse_xml"]
 
@@ -31,7 +31,6 @@ _ALLOWED_MARKUP: Final = (b"<!--", b"<![CDATA[")
 _DECLARED_ENCODING = re.compile(rb"\A\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']")
 _UTF8_NAMES: Final = frozenset({b"utf-8", b"utf8", b"us-ascii", b"ascii"})
 _json: Final = msgspec.json.Encoder()
-_JSON_TEXT: Final = frozenset({"CustomerData", "DriverCfg", "BaseStationData", "payload"})
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
 _NOT_XML_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -136,7 +135,7 @@ def _append(parent: ET.Element, key: str, value: Any) -> None:
             lrr = ET.SubElement(element, "Lrr")
             for name, item in gateway.items():
                 _append(lrr, name, item)
-    elif isinstance(value, dict) and key not in _JSON_TEXT:
+    elif isinstance(value, dict) and key not in OBJECT_OR_TEXT:
         for name, item in value.items():
             _append(element, name, item)
     else:

@@ -206,8 +206,7 @@ class IngestService:
                 return self._refuse(400, "not_a_report", verdict.detail)
             return self._refuse(_STATUS[verdict.reason], verdict.reason.value, verdict.detail)
         model = checked.model
-        token = _token(raw_query)
-        report = new_report(app.name, model, token, body, content_type, now.timestamp())
+        report = new_report(app.name, model, checked.token, body, content_type, now.timestamp())
         try:
             outcome = await self.writer.add(report)
         except StorageUnavailable:
@@ -231,11 +230,3 @@ class IngestService:
             outcome.spooled,
             report.kind,
         )
-
-
-def _token(raw_query: str) -> str:
-    # verify_report has already checked there is exactly one Token parameter.
-    for part in raw_query.split("&"):
-        if part.startswith("Token="):
-            return part[6:]
-    return ""  # pragma: no cover - unreachable after a successful verification
