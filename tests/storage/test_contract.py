@@ -30,7 +30,6 @@ def new_report(n: int, **changes: Any) -> NewReport:
         received_at=T0 + n + 0.5,
         token=f"token-{n}",
         frame_key=f"{DEV}/uplink/{n}",
-        report_json=b'{"DevEUI_uplink": {"FCntUp": %d}}' % n,
         body=b'{"DevEUI_uplink":{"FCntUp":%d}}' % n,
         content_type="application/json",
         fport=2,
@@ -81,7 +80,6 @@ def test_round_trip_keeps_every_field(make_store: MakeStore) -> None:
         received_at=T0 + 1.75,
         token="a" * 64,
         frame_key="70B3D5E75E00ABCD/downlink_sent/42",
-        report_json='{"Time" : "x",  "é": 1.50}\n'.encode(),
         body=body,
         content_type="text/xml; charset=utf-8",
         fport=223,
@@ -116,7 +114,6 @@ def test_optional_fields_read_back_as_none(make_store: MakeStore) -> None:
         received_at=T0,
         token="t",
         frame_key="alarm/1",
-        report_json=b"{}",
         body=b"",
         content_type="application/json",
     )

@@ -4,11 +4,14 @@ the same way: idempotent creates, per-device order, leases, retries, cancels, de
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tpas.errors import DownlinkParameterError, StorageUnavailable
@@ -19,7 +22,6 @@ from tpas.storage.ports import (
     DownlinkQuery,
     DownlinkStatus,
     NewDownlink,
-    NewReport,
     ReportQuery,
     Store,
 )
@@ -955,6 +957,12 @@ def test_outbox_survives_close_and_reopen(make_store: MakeStore) -> None:
     run(make_store(), read)
 
 
+_V1_INSERT = (
+    "INSERT INTO reports (application, kind, dev_eui, time, time_ts, received_at, token, "
+    "frame_key, report_json, body, content_type) VALUES ({}) RETURNING id"
+)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
 def test_migration_from_reports_only_keeps_the_reports(
     backend: str,
@@ -962,42 +970,51 @@ def test_migration_from_reports_only_keeps_the_reports(
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
-    """A database made by a tpas without the outbox (schema version 1) gains it on open,
-    and keeps its reports."""
+    """A database made by a tpas without the outbox (schema version 1, which also kept the
+    model as JSON beside the body) gains the outbox and the leaner report table on open,
+    and keeps its reports, bodies included."""
     make_store: MakeStore
+    body = b'{"DevEUI_uplink": {"DevEUI": "%s"}}' % DEV1.encode()
+    row = ("farm", "uplink", DEV1, None, T0, T0, "t", "f", b"{}", body, "application/json")
     if backend == "sqlite":
-        make_store = lambda: SqliteStore(tmp_path / "tpas.db")  # noqa: E731
+        path = tmp_path / "tpas.db"
+        make_store = lambda: SqliteStore(path)  # noqa: E731
+
+        def insert_v1() -> int:
+            with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+                (row_id,) = conn.execute(
+                    _V1_INSERT.format(", ".join("?" * len(row))), row
+                ).fetchone()
+                return int(row_id)
     else:
         dsn: str = request.getfixturevalue("pg_schema")
         make_store = lambda: PostgresStore(dsn)  # noqa: E731
-    report = NewReport(
-        application="farm",
-        kind="uplink",
-        dev_eui=DEV1,
-        time=None,
-        time_ts=T0,
-        received_at=T0,
-        token="t",
-        frame_key="f",
-        report_json=b"{}",
-        body=b"{}",
-        content_type="application/json",
-    )
-    stored: list[int] = []
 
-    async def version_1(store: Store) -> None:
-        stored.extend(o.id for o in await store.add_many([report]))
+        def insert_v1() -> int:
+            with psycopg.connect(dsn) as conn:
+                found = conn.execute(
+                    _V1_INSERT.format(", ".join(["%s"] * len(row))), row
+                ).fetchone()
+                assert found is not None
+                return int(found[0])
 
-    async def version_2(store: Store) -> None:
-        assert [r.id for r in await store.query(ReportQuery())] == stored
-        downlink = await create(store, new_downlink(1))
-        assert await store.get_downlink(downlink.id) == downlink
+    async def nothing(store: Store) -> None:
+        pass
 
     with monkeypatch.context() as old:
         old.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
         old.setattr(migrations, "LATEST_VERSION", 1)
-        run(make_store(), version_1)
-    run(make_store(), version_2)
+        run(make_store(), nothing)
+    stored = insert_v1()
+
+    async def latest(store: Store) -> None:
+        [report] = await store.query(ReportQuery())
+        assert (report.id, report.dev_eui, report.body) == (stored, DEV1, body)
+        assert await store.get_body(stored) == (body, "application/json")
+        downlink = await create(store, new_downlink(1))
+        assert await store.get_downlink(downlink.id) == downlink
+
+    run(make_store(), latest)
 
 
 def test_two_stores_claim_every_downlink_exactly_once(make_store: MakeStore) -> None:

@@ -21,7 +21,6 @@ def test_unavailable_store_refuses_every_call() -> None:
         received_at=0.0,
         token="t",
         frame_key="f",
-        report_json=b"{}",
         body=b"{}",
         content_type="application/json",
     )

@@ -15,7 +15,7 @@ from tpas.storage.spool import FileSpool
 def _report(i: int) -> NewReport:
     return NewReport(
         application="farm", kind="uplink", dev_eui=f"{i:016X}", time=None, time_ts=1.0,
-        received_at=2.0, token=f"{i:064x}", frame_key=f"{i:040x}", report_json=b"{}",
+        received_at=2.0, token=f"{i:064x}", frame_key=f"{i:040x}",
         body=bytes([i % 256]) * 100, content_type="application/json", rssi=-1.5,
     )  # fmt: skip
 

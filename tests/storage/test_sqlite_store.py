@@ -28,7 +28,6 @@ def new_report(n: int) -> NewReport:
         received_at=float(n),
         token=f"token-{n}",
         frame_key=f"frame-{n}",
-        report_json=b"{}",
         body=b"{}",
         content_type="application/json",
     )

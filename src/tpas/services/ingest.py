@@ -17,11 +17,9 @@ from typing import Any, Final
 
 from tpas.errors import DocumentError, StorageUnavailable
 from tpas.protocol import (
-    BodyFormat,
     Document,
     Reason,
     check_report,
-    encode,
     format_for_content_type,
     parse_time,
     sniff_format,
@@ -132,7 +130,6 @@ def new_report(
         received_at=received_at,
         token=token.lower(),
         frame_key=frame_key(model),
-        report_json=encode(model, BodyFormat.JSON),
         body=body,
         content_type=content_type,
         fport=_get(model, "fport"),

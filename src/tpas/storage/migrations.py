@@ -197,6 +197,23 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             *_DOWNLINK_INDEXES,
         ),
     ),
+    Migration(
+        version=3,
+        name="leaner reports",
+        # Each stored report cost two copies of itself (the body and the typed model as
+        # JSON) and a leaf page in each of four randomly ordered indexes: every commit
+        # wrote ~5 pages per report to the write-ahead log. The model is now decoded from
+        # the body when read, and lookups by (application, DevEUI) use the DevEUI index
+        # (a DevEUI rarely belongs to more than one application).
+        sqlite=(
+            "ALTER TABLE reports DROP COLUMN report_json",
+            "DROP INDEX reports_application_dev_eui_id",
+        ),
+        postgres=(
+            "ALTER TABLE reports DROP COLUMN report_json",
+            "DROP INDEX reports_application_dev_eui_id",
+        ),
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

@@ -49,10 +49,8 @@ class NewReport:
     received_at: float
     token: str
     frame_key: str
-    report_json: bytes
-    """The typed model as typed JSON (ThingPark's keys)."""
     body: bytes
-    """The original body bytes."""
+    """The original body bytes; the typed report is decoded from them when read."""
     content_type: str
     fport: int | None = None
     fcnt_up: int | None = None
@@ -88,7 +86,8 @@ class StoredReport:
     received_at: float
     token: str
     frame_key: str
-    report_json: bytes
+    body: bytes
+    """The original body bytes, as received."""
     content_type: str
     fport: int | None = None
     fcnt_up: int | None = None

@@ -317,6 +317,9 @@ class SqliteStore(SqliteOutbox):
             conn.execute("PRAGMA synchronous = FULL")
             # Checkpoints are run beside the writer instead (_checkpoint_loop).
             conn.execute("PRAGMA wal_autocheckpoint = 0")
+            # Each job's savepoint needs a statement journal; in memory rather than a
+            # temporary file created and unlinked in every commit.
+            conn.execute("PRAGMA temp_store = MEMORY")
             apply_sqlite(conn)
         except sqlite3.Error as exc:
             conn.close()

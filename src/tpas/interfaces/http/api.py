@@ -25,9 +25,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import tpas
 from tpas.bootstrap import Services
-from tpas.errors import StorageUnavailable
+from tpas.errors import DocumentError, StorageUnavailable
 from tpas.interfaces.http.downlinks import add_downlink_routes
 from tpas.interfaces.http.openapi import document_report_endpoint
+from tpas.protocol import BodyFormat, decode, encode, format_for_content_type, sniff_format
 from tpas.storage.ports import ReportQuery, ReportStore, StoredReport
 
 __all__ = ["create_api"]
@@ -155,8 +156,22 @@ def message_dict(row: StoredReport) -> dict[str, Any]:
         "lat": row.lat,
         "lon": row.lon,
         "correlation_id": row.correlation_id,
-        "report": msgspec.json.decode(row.report_json),
+        "report": report_document(row.body, row.content_type),
     }
+
+
+def report_document(body: bytes, content_type: str) -> Any:
+    """The typed report (ThingPark's typed JSON keys) decoded from a stored body.
+
+    The model is not stored beside the body (it would double what each commit writes):
+    the body was verified and decoded on arrival, so it decodes the same way now.
+    """
+    media = content_type.partition(";")[0].strip().lower()
+    fmt = format_for_content_type(media) or sniff_format(body)
+    try:
+        return msgspec.json.decode(encode(decode(body, fmt), BodyFormat.JSON))
+    except DocumentError:
+        return None  # only a body stored by a tpas that read more than this one does
 
 
 def _json(data: Any) -> Response:
