@@ -35,7 +35,14 @@ from tpas.storage.ports import (
     StoreOutcome,
 )
 from tpas.storage.postgres_outbox import PostgresOutbox
-from tpas.storage.sql import Statements, fold_devices, insert_params, to_stored
+from tpas.storage.sql import (
+    INSERT_CHUNK,
+    Statements,
+    fold_devices,
+    insert_params,
+    inserted_ids,
+    to_stored,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -221,12 +228,12 @@ class PostgresStore(PostgresOutbox):
     async def _insert(
         self, cursor: AsyncCursor[tuple[Any, ...]], reports: Sequence[NewReport]
     ) -> list[StoreOutcome]:
-        # One result set per report: its new id, or no row for a duplicate.
-        await cursor.executemany(_SQL.insert, [insert_params(r) for r in reports], returning=True)
         ids: list[int | None] = []
-        async for result in cursor.results():
-            row = await result.fetchone()
-            ids.append(None if row is None else row[0])
+        for start in range(0, len(reports), INSERT_CHUNK):
+            chunk = reports[start : start + INSERT_CHUNK]
+            params = [value for report in chunk for value in insert_params(report)]
+            await cursor.execute(_SQL.insert_rows(len(chunk)), params)
+            ids += inserted_ids(chunk, await cursor.fetchall())
         twins = [reports[i] for i, new_id in enumerate(ids) if new_id is None]
         if not twins:
             return [StoreOutcome(new_id, duplicate=False) for new_id in ids if new_id is not None]

@@ -8,6 +8,7 @@ and replayed in order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -52,6 +53,7 @@ class FileSpool:
             self._append(reports)
 
     def _append(self, reports: Sequence[NewReport]) -> None:
+        temporary: Path | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             name = self._next_name()
@@ -73,6 +75,10 @@ class FileSpool:
             finally:
                 os.close(dir_fd)
         except OSError as exc:
+            # A half-written segment would hold space on a full disk for good.
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    temporary.unlink(missing_ok=True)
             raise StorageUnavailable(f"spool {self.directory} cannot take reports: {exc}") from exc
 
     def segments(self) -> list[str]:
@@ -101,5 +107,9 @@ class FileSpool:
             return []
 
     def remove(self, segment: str) -> None:
-        """Delete a replayed segment."""
-        (self.directory / segment).unlink(missing_ok=True)
+        """Delete a replayed segment; :class:`StorageUnavailable` if it cannot be deleted
+        (it is replayed again later, as duplicates)."""
+        try:
+            (self.directory / segment).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(f"spool segment {segment} cannot be removed: {exc}") from exc

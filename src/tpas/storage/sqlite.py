@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -37,27 +36,23 @@ from tpas.storage.ports import (
     StoredReport,
     StoreOutcome,
 )
-from tpas.storage.sql import Statements, fold_devices, insert_params, to_stored
+from tpas.storage.sql import (
+    INSERT_CHUNK,
+    Statements,
+    fold_devices,
+    insert_params,
+    inserted_ids,
+    to_stored,
+)
 from tpas.storage.sqlite_outbox import SqliteOutbox
 
 __all__ = ["SqliteStore"]
 
 _T = TypeVar("_T")
 _MERGE_MAX = 64  # jobs sharing one transaction at most
-_INSERT_CHUNK = 100  # reports per INSERT statement (far below SQLite's variable limit)
 
 _CHECKPOINT_INTERVAL = 1.0  # seconds between checkpoints of the write-ahead log
 _SQL = Statements("?")
-
-
-@lru_cache(maxsize=_INSERT_CHUNK)
-def _multi_insert(rows: int) -> str:
-    """``INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING id, application,
-    token`` for ``rows`` reports."""
-    head, _, tail = _SQL.insert.partition(" VALUES ")
-    one = tail.partition(" ON CONFLICT")[0]
-    values = ", ".join([one] * rows)
-    return f"{head} VALUES {values} ON CONFLICT DO NOTHING RETURNING id, application, token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,20 +326,12 @@ class SqliteStore(SqliteOutbox):
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, reports: Sequence[NewReport]) -> list[StoreOutcome]:
-        # One multi-row INSERT per chunk rather than one statement per report: the
-        # writer thread gives up and retakes the GIL around every SQLite call, and each
-        # retake can wait behind the busy event loop.
         outcomes: list[StoreOutcome] = []
-        for start in range(0, len(reports), _INSERT_CHUNK):
-            chunk = reports[start : start + _INSERT_CHUNK]
+        for start in range(0, len(reports), INSERT_CHUNK):
+            chunk = reports[start : start + INSERT_CHUNK]
             params = [value for report in chunk for value in insert_params(report)]
-            returned = conn.execute(_multi_insert(len(chunk)), params).fetchall()
-            inserted = {(application, token): row_id for row_id, application, token in returned}
-            claimed: set[tuple[str, str]] = set()
-            for report in chunk:
-                key = (report.application, report.token)
-                row_id = inserted.get(key) if key not in claimed else None
-                claimed.add(key)
+            returned = conn.execute(_SQL.insert_rows(len(chunk)), params).fetchall()
+            for report, row_id in zip(chunk, inserted_ids(chunk, returned), strict=True):
                 if row_id is not None:
                     outcomes.append(StoreOutcome(row_id, duplicate=False))
                     continue
