@@ -67,6 +67,10 @@ class ServerSettings:
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     max_body_bytes: int = 64 * 1024
+    max_pending_reports: int = 1024
+    """Report requests in progress at once; more are answered 503 ``overloaded`` (REL-6)."""
+    read_timeout: float = 10.0
+    """Seconds a client has to send a whole request, head and body (SEC-11: slowloris)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +256,8 @@ def _server(r: _Reader) -> ServerSettings:
         tls_certfile=r.string("tls_certfile"),
         tls_keyfile=r.string("tls_keyfile"),
         max_body_bytes=r.number("max_body_bytes", 64 * 1024, minimum=1, integer=True),
+        max_pending_reports=r.number("max_pending_reports", 1024, minimum=1, integer=True),
+        read_timeout=r.number("read_timeout", 10.0, minimum=0.1, integer=False),
     )
     r.finish()
     if settings.port > 65535:

@@ -30,6 +30,7 @@ port = {port}
 # tls_certfile = "cert.pem"   # serve HTTPS directly when both are set
 # tls_keyfile = "key.pem"
 # max_body_bytes = 65536      # larger report bodies are refused with 413
+# max_pending_reports = 1024  # report requests in progress at once; more get 503 overloaded
 
 [storage]
 url = "{storage_url}"     # or "postgresql://user@host:5432/db"

@@ -24,7 +24,7 @@ import msgspec
 from tpas.errors import DocumentError
 from tpas.protocol.models import OBJECT_OR_TEXT, REPORT_TYPES, Document, Gateway
 
-__all__ = ["BodyFormat", "RawDocument", "to_model", "to_wire"]
+__all__ = ["BodyFormat", "RawDocument", "gateway_list", "to_model", "to_wire"]
 
 
 class BodyFormat(StrEnum):
@@ -62,8 +62,10 @@ def _info(cls: type[msgspec.Struct]) -> _TypeInfo:
 _INFO: Final = {root: _info(cls) for root, cls in REPORT_TYPES.items()}
 _GATEWAY: Final = _info(Gateway).known
 
-# "Expected `str | null`, got `int` - at `$.Lrrs.Lrr[0].LrrRSSI`"
-_ERROR_PATH = re.compile(r" - at `\$\.([^`\[.]+)(?:\.Lrr\[(\d+)\]\.([^`\[.]+))?`$")
+# "Expected `str | null`, got `int` - at `$.Lrrs.Lrr[0].LrrRSSI`": one gateway field is
+# repaired; any other path below a top-level key (`$.Lrrs.Lrr`, `$.Lrrs.Lrr[0]`: a gateway
+# list of the wrong shape) sets that whole key aside.
+_ERROR_PATH = re.compile(r" - at `\$\.([^`\[.]+)(?:\.Lrr\[(\d+)\]\.([^`\[.]+)|[^`]*)`$")
 
 
 def _identity_value(value: Any, name: str) -> Any:
@@ -108,6 +110,17 @@ def _gateways(value: Any) -> Any:
     return {"Lrr": [_split(dict(item), _GATEWAY) for item in items]}
 
 
+def gateway_list(value: Any) -> list[dict[str, Any]] | None:
+    """The gateways of an ``Lrrs`` value in the models' wire shape (``{"Lrr": [{..}, ..]}``),
+    or ``None`` for any other shape (one kept in ``extra``, written back as it came)."""
+    if not isinstance(value, dict) or value.keys() != {"Lrr"}:
+        return None
+    items = value["Lrr"]
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        return None
+    return items
+
+
 def to_model(doc: RawDocument) -> Document:
     """Convert a raw document to its typed model.
 
@@ -132,6 +145,29 @@ def to_model(doc: RawDocument) -> Document:
     if "Lrrs" in fields and "Lrrs" in info.known:
         fields["Lrrs"] = _gateways(fields["Lrrs"])
     return _convert(cls, _split(fields, info.known), doc.root, info.identity)
+
+
+# Per root, the object-or-text fields its model has (to_model reads them from text).
+_OBJECT_FIELDS: Final = {root: tuple(OBJECT_OR_TEXT & info.known) for root, info in _INFO.items()}
+
+
+def convert_usual(root: str, fields: dict[str, Any]) -> Document | None:
+    """:func:`to_model`'s result for fields of the usual shape, or ``None`` when
+    ``to_model`` would have something to set aside or repair. Consumes ``fields``.
+
+    The usual shape (what :func:`tpas.protocol.xml_codec.read_usual` gives): every name a
+    field of the root's model, ``Lrrs`` already ``{"Lrr": [...]}`` with known gateway
+    fields only. Then ``to_model`` only reads the object-or-text fields and converts, and
+    so does this; a value that does not fit its type (to be moved to ``extra``), or an
+    identity to clean, makes the conversion fail, and the answer is ``None``.
+    """
+    for name in _OBJECT_FIELDS[root]:
+        if name in fields:
+            fields[name] = _object_or_text(fields[name])
+    try:
+        return msgspec.convert(fields, REPORT_TYPES[root], strict=False)
+    except msgspec.ValidationError:
+        return None
 
 
 def _convert(cls: type[Document], data: dict[str, Any], root: str, identity: str) -> Document:

@@ -14,7 +14,7 @@ from typing import Any, Final
 import msgspec
 
 from tpas.errors import DocumentError
-from tpas.protocol.document import BodyFormat, RawDocument, to_wire
+from tpas.protocol.document import BodyFormat, RawDocument, gateway_list, to_wire
 from tpas.protocol.models import OBJECT_OR_TEXT, REPORT_TYPES, Document
 
 __all__ = ["encode_json", "parse_json"]
@@ -32,6 +32,9 @@ def parse_json(body: bytes | str) -> RawDocument:
         obj = _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise DocumentError(f"not valid JSON ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        # msgspec checks UTF-8 only when it builds a string, and raises this, not DecodeError.
+        raise DocumentError(f"not valid UTF-8 at byte {exc.start}") from exc
     if not isinstance(obj, dict) or not obj:
         raise DocumentError("expected a JSON object holding one report")
     if len(obj) != 1:
@@ -58,8 +61,8 @@ def _untyped(data: dict[str, Any]) -> dict[str, Any]:
     for key, value in data.items():
         if key in _UNTYPED_NUMBERS or key in OBJECT_OR_TEXT:
             out[key] = value
-        elif key == "Lrrs" and isinstance(value, dict):
-            out[key] = {"Lrr": [{k: _text(v) for k, v in g.items()} for g in value["Lrr"]]}
+        elif key == "Lrrs" and (gateways := gateway_list(value)) is not None:
+            out[key] = {"Lrr": [{k: _text(v) for k, v in g.items()} for g in gateways]}
         else:
             out[key] = _text(value)
     return out

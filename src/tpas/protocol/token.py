@@ -44,6 +44,9 @@ __all__ = [
     "check_query",
     "compute_token",
     "element_text",
+    "find_key",
+    "same_device",
+    "same_port",
     "verify_report",
 ]
 
@@ -184,6 +187,22 @@ def _int(value: Any) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
+def same_device(lrn_dev_eui: str, dev_eui: Any) -> bool:
+    """LrnDevEui names the body's DevEUI (in either case); true when the body has none."""
+    if dev_eui is None:
+        return True
+    text = dev_eui if type(dev_eui) is str else element_text(dev_eui)
+    return lrn_dev_eui == text or lrn_dev_eui.lower() == text.lower()
+
+
+def same_port(lrn_fport: str, fport: Any) -> bool:
+    """LrnFPort is the body's FPort as a decimal number; true when the body has none."""
+    if fport is None:
+        return True
+    text = fport if type(fport) is str else element_text(fport)
+    return lrn_fport == text or _int(lrn_fport) == _int(text)
+
+
 def check_query(
     query: Query,
     *,
@@ -237,40 +256,60 @@ def check_body(
     ``fport`` against LrnDevEui and LrnFPort, then the token over ``elements`` (the
     recipe's body elements) against each key, as configured and then lower-cased."""
     values = query.values
-    if dev_eui is not None and values["LrnDevEui"].lower() != element_text(dev_eui).lower():
+    if not same_device(values["LrnDevEui"], dev_eui):
         return Verdict(
             False, Reason.BODY_QUERY_MISMATCH, "LrnDevEui differs from the body DevEUI",
             query_time=sent,
         )  # fmt: skip
-    if fport is not None and _int(values["LrnFPort"]) != _int(fport):
+    if not same_port(values["LrnFPort"], fport):
         return Verdict(
             False, Reason.BODY_QUERY_MISMATCH, "LrnFPort differs from the body FPort",
             query_time=sent,
         )  # fmt: skip
     query_string = canonical_query(values)
-    received = values["Token"].lower()
-    if received.isascii():
-        hashed = (elements + query_string).encode()
-        token = received.encode()
-        for index, key in enumerate(keys):
-            for lowered, secret in enumerate(key.variants):
-                expected = hashlib.sha256(hashed + secret).hexdigest().encode()
-                if hmac.compare_digest(expected, token):
-                    return Verdict(
-                        True, None, "token matches", index, bool(lowered),
-                        elements, query_string, sent,
-                    )  # fmt: skip
+    found = find_key(elements, query_string, values["Token"].lower(), keys)
+    if found is not None:
+        return Verdict(
+            True, None, "token matches", found[0], found[1], elements, query_string, sent
+        )  # fmt: skip
     return Verdict(
         False, Reason.TOKEN_MISMATCH, "no key reproduces the token", None, False,
         elements, query_string, sent,
     )  # fmt: skip
 
 
+_sha256: Final = hashlib.sha256
+_same: Final = hmac.compare_digest
+
+
+def find_key(
+    elements: str, query_string: str, received: str, keys: Sequence[AsKey]
+) -> tuple[int, bool] | None:
+    """The key that reproduces ``received`` (a lower-case token) over ``elements`` and
+    ``query_string``: its index, and whether only its lower-cased form does; else ``None``.
+
+    Each candidate is compared in constant time (:func:`hmac.compare_digest`).
+    """
+    if received.isascii():
+        hashed = (elements + query_string).encode()
+        for index, key in enumerate(keys):
+            for lowered, secret in enumerate(key.variants):
+                # Both ASCII text: compared as their bytes, in constant time.
+                if _same(_sha256(hashed + secret).hexdigest(), received):
+                    return index, bool(lowered)
+    return None
+
+
 def _elements(recipe: Recipe, get: Callable[[str], Any]) -> str:
     parts = []
     for element in recipe.elements:
         value = get(element.name)
-        text = element.absent if value is None else element_text(value)
+        if value is None:
+            text = element.absent
+        elif type(value) is str:  # most values: spare the call
+            text = value
+        else:
+            text = element_text(value)
         parts.append(text.lower() if element.lower else text)
     return "".join(parts)
 

@@ -25,8 +25,9 @@ class TpasApp:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        server = services.settings.server
         self.reports = ReportEndpoint(
-            services.ingest, services.metrics, services.settings.server.max_body_bytes
+            services.ingest, services.metrics, server.max_body_bytes, server.max_pending_reports
         )
         self.api = create_api(services)
 

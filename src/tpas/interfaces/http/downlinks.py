@@ -20,6 +20,7 @@ from tpas.storage.ports import Downlink, DownlinkQuery, DownlinkStatus
 __all__ = ["add_downlink_routes", "downlink_dict"]
 
 _MAX_ID = 2**63 - 1
+_HEX16 = "^[0-9A-Fa-f]{16}$"
 
 
 class Status(StrEnum):
@@ -37,17 +38,40 @@ class Status(StrEnum):
 class DownlinkRequest(BaseModel):
     """A downlink to send (SPEC.md §4.2 formats)."""
 
+    # The single-field formats are stated in the schema (``json_schema_extra``) for clients
+    # and API test generators, but checked by DownlinkParams.validated(), so that every
+    # refusal is the same 422 invalid_downlink_parameter naming the field.
     application: str = Field(description="A configured application name.")
-    dev_eui: str = Field(description="16 hex digits.", examples=["0018B20000000B20"])
-    fport: int | None = Field(None, description="1 to 224; required with a payload.")
-    payload_hex: str | None = Field(None, description="1 to 250 bytes in hex.")
+    dev_eui: str = Field(
+        description="16 hex digits.",
+        examples=["0018B20000000B20"],
+        json_schema_extra={"pattern": _HEX16},
+    )
+    fport: int | None = Field(
+        None,
+        description="1 to 224; required with a payload.",
+        json_schema_extra={"minimum": 1, "maximum": 224},
+    )
+    payload_hex: str | None = Field(
+        None,
+        description="1 to 250 bytes in hex; required unless the queue is flushed.",
+        json_schema_extra={"pattern": "^([0-9A-Fa-f]{2}){1,250}$"},
+    )
     confirmed: bool = False
     flush_queue: bool = Field(False, description="Purge the device's queue first.")
     validity_time: str | int | None = Field(
-        None, description="An ISO-8601 time, or a lifetime in seconds."
+        None, description="An ISO-8601 time, or a lifetime in seconds (at least 1)."
     )
-    fcnt_dn: int | None = Field(None, description="Only for a payload the AS encrypted.")
-    correlation_id: str | None = Field(None, description="16 hex digits; generated when absent.")
+    fcnt_dn: int | None = Field(
+        None,
+        description="Only for a payload the AS encrypted.",
+        json_schema_extra={"minimum": 0},
+    )
+    correlation_id: str | None = Field(
+        None,
+        description="16 hex digits; generated when absent.",
+        json_schema_extra={"pattern": _HEX16},
+    )
 
 
 class Queued(BaseModel):

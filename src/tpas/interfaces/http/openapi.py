@@ -68,8 +68,9 @@ _REFUSALS: dict[int, tuple[str, tuple[str, ...]]] = {
     413: ("The body is over the limit of {limit} bytes.", ("body_too_large",)),
     415: ("Neither JSON nor XML.", ("unsupported_content_type",)),
     503: (
-        "Neither the database nor the local spool can take the report.",
-        ("storage_unavailable",),
+        "Neither the database nor the local spool can take the report, or too many report "
+        "requests are in progress (`overloaded`, with `Retry-After`).",
+        ("storage_unavailable", "overloaded"),
     ),
 }
 

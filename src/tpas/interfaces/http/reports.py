@@ -3,6 +3,11 @@
 Raw ASGI rather than a framework route: this is the hot path, and every microsecond here
 is capacity (QUALITY.md, performance reference). The body is read up to the configured
 limit and no further (413 beyond it, SEC-11).
+
+Admission is bounded (REL-6): at most ``server.max_pending_reports`` report requests are in
+progress at once; one more is answered 503 ``overloaded`` with ``Retry-After`` at once,
+before its body is read, so that excess load gets a fast answer and neither memory nor the
+latency of the admitted requests grows with it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import time
 from datetime import UTC, datetime
 from typing import Final
 
-from tpas.interfaces.http.responses import send_json
+import msgspec
+
+from tpas.interfaces.http.responses import send_body, send_json
 from tpas.interfaces.http.types import Receive, Scope, Send
 from tpas.services.ingest import IngestService
 from tpas.services.metrics import Metrics
@@ -19,6 +26,12 @@ from tpas.services.metrics import Metrics
 __all__ = ["PREFIX", "ReportEndpoint"]
 
 PREFIX: Final = "/thingpark/"
+
+# Encoded once: a refusal under overload must cost as little as possible.
+_OVERLOADED: Final = msgspec.json.encode(
+    {"error": "overloaded", "detail": "too many report requests in progress; try again later"}
+)
+_RETRY_AFTER: Final = ((b"retry-after", b"1"),)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -31,16 +44,29 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 class ReportEndpoint:
     """Reads one report request and answers with the ingest service's verdict."""
 
-    def __init__(self, ingest: IngestService, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, ingest: IngestService, metrics: Metrics, max_body_bytes: int, max_pending: int
+    ) -> None:
         self.ingest = ingest
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.max_pending = max_pending
+        self.pending = 0
+        """Report requests admitted and not answered yet."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        if self.pending >= self.max_pending:
+            # Shed load only as a last resort: ThingPark does not retry (SPEC.md §2.3).
+            self.metrics.refused.inc("overloaded")
+            await send_body(send, 503, _OVERLOADED, b"application/json", _RETRY_AFTER)
+            self.metrics.request_latency.observe(time.perf_counter() - started)
+            return
+        self.pending += 1
         try:
             await self._answer(scope, receive, send)
         finally:
+            self.pending -= 1
             # Every answer counts, refusals before ingest (413, 405) included.
             self.metrics.request_latency.observe(time.perf_counter() - started)
 
