@@ -10,8 +10,8 @@ the property breaks (the map of every property to its tests is in docs/reliabili
   recognising a frame.
 - SEC-9: no key or API token in the log (at debug level), any answer, /metrics, or the
   URLs tpas emits, whatever was refused.
-- SEC-12: with ``tls_certfile`` and ``tls_keyfile`` tpas serves HTTPS itself, and the API
-  still needs its bearer token.
+- SEC-12: every downlink route needs the bearer token; with ``tls_certfile`` and
+  ``tls_keyfile`` tpas serves HTTPS itself, and the API still needs its bearer token.
 - REL-3: a request in flight at SIGTERM is finished and stored, new connections are
   refused meanwhile, and the process exits 0.
 - REL-5: a transient refusal is retried after ``base * 2**(n-1)``, half-jittered.
@@ -151,6 +151,7 @@ def test_report_tokens_are_compared_with_compare_digest(
         recorder.calls.clear()
         accepted = check_report(report.body, fmt, report.query, keys, as_id=AS_ID)
         assert accepted.verdict.ok, accepted.verdict.detail
+        assert recorder.calls, "the token was compared without hmac.compare_digest"
         assert recorder.calls[-1] == (report.token, report.token), fmt
         forged = report.query.replace(report.token, "0" * 64)
         recorder.calls.clear()
@@ -368,6 +369,33 @@ def test_a_refused_delivery_report_changes_no_downlink(tmp_path: Path) -> None:
     assert refusals == [(401, "token_mismatch"), (403, "bad_as_id")]
     assert after_forgery == "queued"
     assert after_genuine == "sent"
+
+
+def test_the_downlink_api_needs_the_bearer_token(tmp_path: Path) -> None:
+    """SEC-12: sending, listing, showing and cancelling downlinks without the bearer
+    token (or with a wrong one) is 401, and nothing is queued or cancelled."""
+    body = {"application": "farm", "dev_eui": "0018B20000000B20", "fport": 2, "payload_hex": "0a"}
+
+    async def run() -> tuple[list[int], list[dict[str, Any]]]:
+        async with _in_process(tmp_path / "spool") as (client, _):
+            queued = (await client.post("/api/downlinks", json=body)).json()
+            path = f"/api/downlinks/{queued['id']}"
+            statuses = []
+            for authorization in ("", "Bearer not-the-token"):
+                headers = {"Authorization": authorization}
+                for method, url in (("POST", "/api/downlinks"), ("GET", "/api/downlinks"),
+                                    ("GET", path), ("DELETE", path)):  # fmt: skip
+                    answer = await client.request(
+                        method, url, json=body if method == "POST" else None, headers=headers
+                    )
+                    statuses.append(answer.status_code)
+            listed = (await client.get("/api/downlinks")).json()["items"]
+            return statuses, listed
+
+    statuses, listed = asyncio.run(run())
+    assert statuses == [401] * 8
+    assert len(listed) == 1
+    assert listed[0]["status"] != "cancelled"
 
 
 def _metric(text: str, name: str) -> float:
@@ -690,12 +718,14 @@ def test_sigterm_finishes_a_request_in_flight_and_refuses_new_connections(
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(head + report.body[:half])
-            time.sleep(0.3)
+            time.sleep(0.5)  # the head is read: the request is in flight
             server.process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 5
             while not _refused(port) and time.monotonic() < deadline:
                 time.sleep(0.05)
             refusing = _refused(port)
+            # Long enough for a server that gives in-flight requests no time to drop it.
+            time.sleep(1.0)
             alive = server.process.poll() is None
             sock.sendall(report.body[half:])
             answer = b""
