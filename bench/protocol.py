@@ -319,7 +319,7 @@ def ingest(messages: Sequence[Message], keys: Sequence[AsKey]) -> Run:
 
 
 class StagedIngest:
-    """The tolerant path (taken by XML and unusual JSON), with each stage timed per chunk.
+    """The tolerant path (taken by unusual reports), with each stage timed per chunk.
 
     Stages are timed inside the real pipeline (fresh documents from ``parse`` flow into
     ``verify_report`` and ``to_model``), so the three columns add up to the whole.
@@ -566,8 +566,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "tpas rows: `check_report`, the work `tpas serve` does per report (AS_ID, freshness, "
         "binding, SHA-256 token, decoding to the model), from raw body bytes and the raw "
-        "query string: one msgspec pass into the model for ordinary JSON, the tolerant "
-        "`parse` -> `verify_report` -> `to_model` path for XML and anything unusual."
+        "query string: for a usual query and body, one msgspec pass into the model "
+        "(JSON) or one walk of the ElementTree (XML); the tolerant "
+        "`parse` -> `verify_report` -> `to_model` path for anything unusual."
     )
     print()
     print(
@@ -617,7 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("## The tolerant path by stage, µs per report")
     print()
     print(
-        "The path XML (and unusual JSON) takes; each stage timed inside the pipeline; "
+        "The path unusual reports take (and every report before the shortcut); each stage "
+        "timed inside the pipeline; "
         "medians per stage, so the sum is close to, not equal to, the whole."
     )
     print()

@@ -186,15 +186,17 @@ def _model_elements(root: str, recipe: Recipe, model: Document) -> str:
     if plan is None or plan.recipe is not recipe:
         plan = _plan(root, recipe)
     # element_text, spelled out for the usual types: text as is, integers in decimal.
+    # (zip without strict=: its keyword costs more than the rest; the plan's tuples have
+    # one entry per element, by construction.)
     texts = [
         value if type(value) is str
-        else str(value) if type(value) is int
+        else f"{value}" if type(value) is int
         else absent if value is None
         else element_text(value)
-        for value, absent in zip(plan.values(model), plan.absent, strict=True)
+        for value, absent in zip(plan.values(model), plan.absent)  # noqa: B905
     ]  # fmt: skip
     if plan.lower is not None:
-        texts = [t.lower() if low else t for t, low in zip(texts, plan.lower, strict=True)]
+        texts = [t.lower() if low else t for t, low in zip(texts, plan.lower)]  # noqa: B905
     return "".join(texts)
 
 

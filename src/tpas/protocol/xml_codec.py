@@ -149,6 +149,7 @@ _USUAL: Final = {
     for cls in (REPORT_TYPES[root],)
 }
 _GATEWAY_TAGS: Final = _tags(_known(Gateway))
+_LRR_TAGS: Final = frozenset(_tags(["Lrr"]))
 
 
 def read_usual(body: bytes) -> tuple[str, dict[str, Any]] | None:
@@ -178,6 +179,8 @@ def read_usual(body: bytes) -> tuple[str, dict[str, Any]] | None:
                 for lrr in child:
                     gateway = {_GATEWAY_TAGS[g.tag]: g.text or "" for g in lrr if not len(g)}
                     if len(gateway) != len(lrr) or not (gateway or _blank(lrr.text)):
+                        return None
+                    if lrr.tag not in _LRR_TAGS:
                         return None
                     gateways.append(gateway)
                 fields["Lrrs"] = {"Lrr": gateways}
