@@ -224,9 +224,9 @@ class Soak:
 
     def request(self, number: int) -> tuple[str, bytes, str]:
         """Report ``number``, signed now: (path?query, body, content type)."""
-        device, counter = divmod(number, DEVICES)
+        fcnt, device = divmod(number, DEVICES)
         report = sign_report(
-            make_uplink(f"{0x70B3D5E75E000000 + counter:016X}", fcnt_up=device),
+            make_uplink(f"{0x70B3D5E75E000000 + device:016X}", fcnt_up=fcnt),
             key=self.key,
             as_id=AS_ID,
             time=datetime.now(UTC),
@@ -240,7 +240,6 @@ class Soak:
         while (item := await queue.get()) is not None:
             number, due = item
             interval = self.current
-            interval.due += 1
             target, body, content_type = self.request(number)
             head = (
                 f"POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
@@ -279,6 +278,7 @@ class Soak:
             if wait > 0:
                 await asyncio.sleep(wait)
             queue.put_nowait((number, due))
+            self.current.due += 1
             number += 1
         for _ in workers:
             queue.put_nowait(None)

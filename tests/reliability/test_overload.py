@@ -14,17 +14,17 @@ do. Two rates are measured first, in the same test, on the same machine and serv
 - the refusal rate: the answers per second of the same burst sent to an unknown
   application, which the server reads and refuses, as it refuses the excess.
 
-The overload is three times the capacity, but no more than half the refusal rate. A
-refusal is not free, and that sets a limit no admission control inside the server can
-lift: reading and answering a request costs uvicorn about as much as tpas's own work on a
-stored report. When the capacity is bound by the disk (fsync), three times it is well
-within what the server can refuse; when it is bound by the CPU (an idle machine with a
-fast disk), one process refuses only about twice as many requests per second as it
-stores, and more than that waits in the kernel before the server even reads it. Half the
-refusal rate leaves the server half its CPU for the reports it admits; on a CPU-bound
-machine that is about the capacity itself, and the admission limit is still what the
-overload meets: stalls of the commits fill it. The figures are logged
-(``-o log_cli=true --log-cli-level=INFO``).
+The overload is three times the capacity, but no more than half the refusal rate, and never
+less than 1.1 times the capacity. A refusal is not free, and that sets a limit no admission
+control inside the server can lift: reading and answering a request costs uvicorn about as
+much as tpas's own work on a stored report. When the capacity is bound by the disk (fsync),
+three times it is well within what the server can refuse; when it is bound by the CPU (an
+idle machine with a fast disk), one process refuses only about twice as many requests per
+second as it stores, and more than that waits in the kernel before the server even reads
+it. Half the refusal rate leaves the server half its CPU for the reports it admits; on a
+CPU-bound machine that is about the capacity itself, hence the floor of 1.1 times it (at
+1.2 times a CPU-bound capacity, this server already falls seconds behind). The figures are
+logged (``-o log_cli=true --log-cli-level=INFO``).
 
 The load generator is wrk with ``paced_uplinks.lua``: every request is a distinct, freshly
 signed uplink, and each wrk thread keeps a fixed schedule over a pool of keep-alive
@@ -50,7 +50,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -81,7 +81,10 @@ MULTIPLE: Final = 3.0
 """The overload offered, in multiples of the capacity ..."""
 REFUSAL_SHARE: Final = 0.5
 """... but no more than this share of the refusal rate: refusing it leaves the server half
-its CPU for the reports it admits."""
+its CPU for the reports it admits ..."""
+MIN_MULTIPLE: Final = 1.1
+"""... and never less than this multiple of the capacity: a real overload, which the
+admission limit must meet."""
 OVERLOAD_SECONDS: Final = 60
 CAPACITY_SECONDS: Final = 4
 REFUSAL_SECONDS: Final = 3
@@ -123,7 +126,7 @@ class WrkRun:
     no_retry_after: int
     statuses: dict[int, int]
     reasons: dict[str, int]
-    ids: list[int]
+    ids: list[int] = field(repr=False)
 
     def rate(self, status: int) -> float:
         """Answers with ``status`` per second."""
@@ -312,7 +315,9 @@ def test_three_times_capacity_gets_fast_answers_bounded_memory_and_recovery(
             refusals = run_wrk(
                 server.url, unknown, tmp_path / "refusals.json", REFUSAL_SECONDS, MAX_PENDING, 0, 3
             )
-            offered = min(MULTIPLE * capacity, REFUSAL_SHARE * refusals.rate(404))
+            offered = capacity * max(
+                MIN_MULTIPLE, min(MULTIPLE, REFUSAL_SHARE * refusals.rate(404) / capacity)
+            )
             time.sleep(SETTLE)
             before = probe(server, 1, 2.0)
             rss_before = rss_mib(pid)
@@ -351,17 +356,17 @@ def test_three_times_capacity_gets_fast_answers_bounded_memory_and_recovery(
     log.info("overload figures: %s", figures)
 
     assert exit_code == 0, server.log()
-    # Excess load gets fast answers: 503 overloaded, with Retry-After, counted on /metrics.
+    # Excess load gets fast answers: the generator kept to its schedule, and no request
+    # waited more than a few seconds for its answer, the wait for a free connection included.
+    assert load.offered >= 0.95 * offered, figures
+    assert load.max + load.lateness <= MAX_WAIT, figures
+    # The excess is refused: 503 overloaded, with Retry-After, counted on /metrics.
     assert load.reasons.get("overloaded", 0) > 0, figures
     assert set(load.statuses) <= {200, 503}, figures
     assert set(load.reasons) == {"overloaded"}, figures
     assert load.no_retry_after == 0, figures
     assert load.reasons["overloaded"] <= counted <= load.sent, figures
     assert load.socket_errors == 0, figures
-    # The generator kept to its schedule, and no request waited more than a few seconds
-    # for its answer, counting the wait for a free connection.
-    assert load.offered >= 0.95 * offered, figures
-    assert load.max + load.lateness <= MAX_WAIT, figures
     # The server keeps storing while it sheds the excess.
     assert load.rate(200) >= MIN_GOODPUT * capacity, figures
     # Memory stays bounded, and does not creep up while the overload lasts.

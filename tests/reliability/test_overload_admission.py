@@ -1,9 +1,10 @@
 """Bounded admission (QUALITY.md REL-6): at most ``server.max_pending_reports`` report
-requests are in progress; one more gets an immediate 503 ``overloaded`` with Retry-After,
-and the slots free up as soon as the admitted requests are answered.
+requests are in ingest at once; one more gets an immediate 503 ``overloaded`` with
+Retry-After, the places free up as soon as the admitted requests are answered, and a client
+slow to send its body holds no place.
 
-Requests are held in progress deterministically: their head is sent, their body not yet,
-so the server has admitted them and waits for the body.
+Requests are held in ingest deterministically: another connection holds the SQLite write
+lock, so their commit waits.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import json
 import re
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,17 +84,22 @@ def connect(server: Server) -> socket.socket:
 def test_one_request_over_the_limit_is_refused_at_once_and_the_slots_free_up(
     tmp_path: Path,
 ) -> None:
-    """With the limit reached by requests in progress, one more is answered 503 overloaded
-    with Retry-After in well under a second, and after the admitted ones are answered 200 a
-    new request is admitted again."""
+    """With the limit reached by requests waiting for their commit, one more is answered 503
+    overloaded with Retry-After in well under a second, and once the admitted ones are
+    answered 200 a new request is admitted again."""
     with limited_server(tmp_path, LIMIT) as server, contextlib.ExitStack() as stack:
+        # Another connection holds the database's write lock: commits wait for it.
+        blocker = stack.enter_context(
+            contextlib.closing(sqlite3.connect(tmp_path / "tpas.db", isolation_level=None))
+        )
+        blocker.execute("BEGIN IMMEDIATE")
         held = []
         for number in range(LIMIT):
             head, body = request_bytes(number)
             sock = stack.enter_context(connect(server))
-            sock.sendall(head)  # admitted, now waiting for its body
-            held.append((sock, body))
-        time.sleep(0.3)  # let the server read the heads and admit both
+            sock.sendall(head + body)
+            held.append(sock)
+        time.sleep(0.3)  # both read, verified and waiting for their commit
 
         extra = stack.enter_context(connect(server))
         head, body = request_bytes(LIMIT)
@@ -100,13 +107,13 @@ def test_one_request_over_the_limit_is_refused_at_once_and_the_slots_free_up(
         extra.sendall(head + body)
         status, headers, answer = read_answer(extra)
         waited = time.monotonic() - started
-        assert (status, answer["error"]) == (503, "overloaded")
+        blocker.execute("ROLLBACK")
+        assert (status, answer.get("error")) == (503, "overloaded"), answer
         assert headers["retry-after"] == "1"
         assert waited < 0.5
         assert overloaded_count(server) == 1
 
-        for sock, body in held:
-            sock.sendall(body)
+        for sock in held:
             held_status, _, held_answer = read_answer(sock)
             assert (held_status, held_answer["status"]) == (200, "stored")
 
@@ -115,24 +122,46 @@ def test_one_request_over_the_limit_is_refused_at_once_and_the_slots_free_up(
         assert overloaded_count(server) == 1
 
 
+def test_a_client_slow_to_send_its_body_holds_no_place(tmp_path: Path) -> None:
+    """Requests whose body has not arrived yet do not count against the limit: with more of
+    them than the limit, a complete report is still admitted and stored."""
+    with limited_server(tmp_path, LIMIT) as server, contextlib.ExitStack() as stack:
+        slow = []
+        for number in range(2 * LIMIT):
+            head, body = request_bytes(number)
+            sock = stack.enter_context(connect(server))
+            sock.sendall(head)  # the body follows later
+            slow.append((sock, body))
+        time.sleep(0.3)
+        answer = server.post_report(signed(make_uplink("0A0B0C0DFFFFFFFF", fcnt_up=1)))
+        assert answer.status_code == 200, answer.text
+        for sock, body in slow:  # one after the other, each within the limit
+            sock.sendall(body)
+            assert read_answer(sock)[0] == 200
+        assert overloaded_count(server) == 0
+
+
 def test_a_burst_below_the_default_limit_is_never_refused(tmp_path: Path) -> None:
-    """With the default limit, 200 report requests in progress at once are all admitted and
-    stored: shedding is a last resort, not something an ordinary burst meets."""
+    """With the default limit, 200 report requests in ingest at once are all admitted and
+    answered 200: shedding is a last resort, not something an ordinary burst meets."""
     port = free_port()
     config = write_config(tmp_path, port, f"sqlite:///{tmp_path / 'tpas.db'}")
     server = start_server(config, tmp_path, port)
     try:
         with contextlib.ExitStack() as stack:
+            blocker = stack.enter_context(
+                contextlib.closing(sqlite3.connect(tmp_path / "tpas.db", isolation_level=None))
+            )
+            blocker.execute("BEGIN IMMEDIATE")
             held = []
             for number in range(200):
                 head, body = request_bytes(number)
                 sock = stack.enter_context(connect(server))
-                sock.sendall(head)
-                held.append((sock, body))
-            time.sleep(0.3)
-            for sock, body in held:
-                sock.sendall(body)
-            statuses = [read_answer(sock)[0] for sock, _ in held]
+                sock.sendall(head + body)
+                held.append(sock)
+            time.sleep(0.5)  # all read and waiting for their commit
+            blocker.execute("ROLLBACK")
+            statuses = [read_answer(sock)[0] for sock in held]
         assert statuses == [200] * 200
         assert overloaded_count(server) == 0
     finally:

@@ -233,12 +233,6 @@ def _check(
     assert answer.status_code == 200, answer.text
 
 
-@pytest.mark.xfail(
-    reason="admission (server.max_pending_reports) counts requests whose body is still being "
-    "read, so clients dribbling bodies hold the slots and real reports get 503 overloaded; "
-    "read_timeout frees each slot, but a reconnecting attacker takes it again",
-    strict=True,
-)
 def test_slow_bodies_do_not_exhaust_admission(tmp_path: Path) -> None:
     """Slow bodies beyond ``max_pending_reports`` do not turn normal reports into 503s."""
     port = free_port()

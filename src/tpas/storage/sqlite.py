@@ -52,6 +52,7 @@ _T = TypeVar("_T")
 _MERGE_MAX = 64  # jobs sharing one transaction at most
 
 _CHECKPOINT_INTERVAL = 1.0  # seconds between checkpoints of the write-ahead log
+_WAL_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log past which the writer empties it
 _SQL = Statements("?")
 
 
@@ -238,10 +239,29 @@ class SqliteStore(SqliteOutbox):
                         break
                     jobs.append(waiting)
                 self._run_jobs(conn, jobs)
+                self._bound_wal(conn)
                 if stopping:
                     break
         finally:
             conn.close()
+
+    def _bound_wal(self, conn: sqlite3.Connection) -> None:
+        """Empty the write-ahead log once it is past ``_WAL_LIMIT``.
+
+        The PASSIVE checkpoints beside the writer copy the log into the database, but while
+        commits keep arriving the log is never reset, and its file only grows (by ~15 GB an
+        hour at 200 reports/s, bench/soak.py). Between two of its own transactions, with
+        the batch just committed already answered, the writer runs one TRUNCATE checkpoint:
+        the next batch waits for it (what PASSIVE has not copied yet, one fsync), once per
+        _WAL_LIMIT bytes written.
+        """
+        try:
+            if os.stat(f"{self.path}-wal").st_size <= _WAL_LIMIT:
+                return
+        except OSError:
+            return
+        with suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _run_jobs(self, conn: sqlite3.Connection, jobs: list[_Job[Any]]) -> None:
         """Run ``jobs`` in one transaction, each in its own savepoint, then settle them.

@@ -5,9 +5,10 @@ is capacity (QUALITY.md, performance reference). The body is read up to the conf
 limit and no further (413 beyond it, SEC-11).
 
 Admission is bounded (REL-6): at most ``server.max_pending_reports`` report requests are in
-progress at once; one more is answered 503 ``overloaded`` with ``Retry-After`` at once,
-before its body is read, so that excess load gets a fast answer and neither memory nor the
-latency of the admitted requests grows with it.
+ingest (verification, the commit) at once; one more is answered 503 ``overloaded`` with
+``Retry-After`` at once, so that excess load gets a fast answer and neither memory nor the
+latency of the admitted requests grows with it. A request takes its place once its body is
+read: a client slow to send its body holds no place (the read deadline bounds it).
 """
 
 from __future__ import annotations
@@ -52,22 +53,14 @@ class ReportEndpoint:
         self.max_body_bytes = max_body_bytes
         self.max_pending = max_pending
         self.pending = 0
-        """Report requests admitted and not answered yet."""
+        """Report requests admitted to ingest and not through it yet."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        if self.pending >= self.max_pending:
-            # Shed load only as a last resort: ThingPark does not retry (SPEC.md §2.3).
-            self.metrics.refused.inc("overloaded")
-            await send_body(send, 503, _OVERLOADED, b"application/json", _RETRY_AFTER)
-            self.metrics.request_latency.observe(time.perf_counter() - started)
-            return
-        self.pending += 1
         try:
             await self._answer(scope, receive, send)
         finally:
-            self.pending -= 1
-            # Every answer counts, refusals before ingest (413, 405) included.
+            # Every answer counts, refusals before ingest (413, 405, 503) included.
             self.metrics.request_latency.observe(time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -88,9 +81,20 @@ class ReportEndpoint:
             self.metrics.refused.inc("body_too_large")
             await send_json(send, 413, _too_large(self.max_body_bytes))
             return
+        if self.pending >= self.max_pending:
+            # Shed load only as a last resort: ThingPark does not retry (SPEC.md §2.3).
+            self.metrics.refused.inc("overloaded")
+            await send_body(send, 503, _OVERLOADED, b"application/json", _RETRY_AFTER)
+            return
         content_type = (_header(scope, b"content-type") or b"").decode("latin-1")
         raw_query = _text(scope.get("query_string", b""))
-        result = await self.ingest.ingest(name, raw_query, body, content_type, datetime.now(UTC))
+        self.pending += 1
+        try:
+            result = await self.ingest.ingest(
+                name, raw_query, body, content_type, datetime.now(UTC)
+            )
+        finally:
+            self.pending -= 1
         if result.reason is None:
             answer: dict[str, object] = {
                 "status": result.detail,
