@@ -51,7 +51,15 @@ class Statements:
     - ``select_body``: the original body and content type of one report, by id.
     """
 
-    __slots__ = ("_inserts", "find_duplicate", "insert", "ph", "select_body", "select_one")
+    __slots__ = (
+        "_inserts",
+        "_latest",
+        "find_duplicate",
+        "insert",
+        "ph",
+        "select_body",
+        "select_one",
+    )
 
     def __init__(self, ph: str) -> None:
         self.ph = ph
@@ -67,25 +75,40 @@ class Statements:
         )
         self.select_one = f"SELECT {_column_list(_SELECT_COLUMNS)} FROM reports WHERE id = {ph}"
         self.select_body = f"SELECT body, content_type FROM reports WHERE id = {ph}"
-        self._inserts: dict[int, str] = {}
+        self._inserts: dict[tuple[int, bool], str] = {}
+        self._latest: dict[int, str] = {}
 
-    def insert_rows(self, rows: int) -> str:
+    def latest_by_token(self, reports: int) -> str:
+        """(id, application, token) of the stored rows whose (application, token) is one of
+        ``reports`` pairs, newest first, at most as many as the last parameter says."""
+        statement = self._latest.get(reports)
+        if statement is None:
+            pairs = ", ".join([f"({self.ph}, {self.ph})"] * reports)
+            statement = (
+                "SELECT id, application, token FROM reports "
+                f"WHERE (application, token) IN (VALUES {pairs}) ORDER BY id DESC LIMIT {self.ph}"
+            )
+            self._latest[reports] = statement
+        return statement
+
+    def insert_rows(self, rows: int, *, returning: bool = True) -> str:
         """``INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING id,
-        application, token`` for ``rows`` reports (built once per row count).
+        application, token`` for ``rows`` reports (built once per row count); without the
+        RETURNING clause when ``returning`` is false.
 
         One statement per batch rather than one per report: a single round of parameter
         binding and a single result set, where per-report statements cost the event loop
         (or the SQLite writer, which retakes the GIL around every call) far more.
         """
-        statement = self._inserts.get(rows)
+        statement = self._inserts.get((rows, returning))
         if statement is None:
             head, _, tail = self.insert.partition(" VALUES ")
             one = tail.partition(" ON CONFLICT")[0]
             values = ", ".join([one] * rows)
-            statement = (
-                f"{head} VALUES {values} ON CONFLICT DO NOTHING RETURNING id, application, token"
-            )
-            self._inserts[rows] = statement
+            statement = f"{head} VALUES {values} ON CONFLICT DO NOTHING"
+            if returning:
+                statement += " RETURNING id, application, token"
+            self._inserts[rows, returning] = statement
         return statement
 
     def query(self, query: ReportQuery) -> tuple[str, list[Any]]:

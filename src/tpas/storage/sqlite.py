@@ -264,36 +264,37 @@ class SqliteStore(SqliteOutbox):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _run_jobs(self, conn: sqlite3.Connection, jobs: list[_Job[Any]]) -> None:
-        """Run ``jobs`` in one transaction, each in its own savepoint, then settle them.
+        """Run ``jobs`` in one transaction, then settle them.
 
-        A job that raises is rolled back alone and gets its error; if the commit itself
-        fails, every job gets that error (nothing was committed).
+        Every SQLite call gives up the GIL and must win it back from the busy event loop,
+        so a transaction makes as few calls as it can: no savepoint per job. If a job
+        raises, nothing is committed and each job runs again in a transaction of its own,
+        so that only the failing one gets its error; if the commit itself fails, every job
+        gets that error.
         """
-        results: list[tuple[Any, BaseException | None]] = []
+        results: list[Any] = []
+        failed_job = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.work(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    results.append((None, self._translated(exc)))
-                else:
-                    conn.execute("RELEASE job")
-                    results.append((result, None))
+                failed_job = True
+                results.append(job.work(conn))
+                failed_job = False
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
                 with suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
+            if failed_job and len(jobs) > 1 and isinstance(exc, Exception):
+                for job in jobs:
+                    self._run_jobs(conn, [job])
+                return
             failure = self._translated(exc)
             for job in jobs:
                 _settle(job.loop, job.future, None, failure)
             return
-        for job, (result, problem) in zip(jobs, results, strict=True):
-            _settle(job.loop, job.future, result, problem)
+        for job, result in zip(jobs, results, strict=True):
+            _settle(job.loop, job.future, result, None)
 
     def _translated(self, exc: BaseException) -> BaseException:
         """A sqlite3 error as StorageUnavailable (chained, as ``raise ... from`` would)."""
@@ -346,11 +347,28 @@ class SqliteStore(SqliteOutbox):
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, reports: Sequence[NewReport]) -> list[StoreOutcome]:
+        # Without RETURNING: the writer would give up and retake the GIL for every
+        # returned row. When every row of a statement is inserted, their ids are
+        # consecutive, in the order of its VALUES, ending at lastrowid (this connection
+        # holds the write lock, and ids only grow).
         outcomes: list[StoreOutcome] = []
         for start in range(0, len(reports), INSERT_CHUNK):
             chunk = reports[start : start + INSERT_CHUNK]
             params = [value for report in chunk for value in insert_params(report)]
-            returned = conn.execute(_SQL.insert_rows(len(chunk)), params).fetchall()
+            cursor = conn.execute(_SQL.insert_rows(len(chunk), returning=False), params)
+            inserted, last = cursor.rowcount, cursor.lastrowid
+            if inserted == len(chunk) and last is not None:
+                first = last - inserted + 1
+                outcomes += [StoreOutcome(first + i, duplicate=False) for i in range(inserted)]
+                continue
+            # Some were duplicates (rare): which reports did this statement insert? Its
+            # rows are the newest of those sharing a token with the chunk (ids only grow).
+            returned: list[Any] = []
+            if inserted > 0:
+                pairs = [value for report in chunk for value in (report.application, report.token)]
+                returned = conn.execute(
+                    _SQL.latest_by_token(len(chunk)), [*pairs, inserted]
+                ).fetchall()
             for report, row_id in zip(chunk, inserted_ids(chunk, returned), strict=True):
                 if row_id is not None:
                     outcomes.append(StoreOutcome(row_id, duplicate=False))
