@@ -246,14 +246,17 @@ class SqliteStore(SqliteOutbox):
             conn.close()
 
     def _bound_wal(self, conn: sqlite3.Connection) -> None:
-        """Empty the write-ahead log once it is past ``_WAL_LIMIT``.
+        """Let the write-ahead log start over once it is past ``_WAL_LIMIT``.
 
-        The PASSIVE checkpoints beside the writer copy the log into the database, but while
-        commits keep arriving the log is never reset, and its file only grows (by ~15 GB an
-        hour at 200 reports/s, bench/soak.py). Between two of its own transactions, with
-        the batch just committed already answered, the writer runs one TRUNCATE checkpoint:
-        the next batch waits for it (what PASSIVE has not copied yet, one fsync), once per
-        _WAL_LIMIT bytes written.
+        The PASSIVE checkpoints beside the writer copy the log into the database, but a log
+        starts over only when a checkpoint has copied all of it, and while commits keep
+        arriving the one beside the writer never catches up: the file grew without end
+        (~15 GB an hour at 200 reports/s, bench/soak.py). Between two of its own
+        transactions, with the batch just committed already answered, the writer runs one
+        PASSIVE checkpoint itself: nothing is written meanwhile, so it catches up (most of
+        the log is already copied), and the next commit writes the log from its start again.
+        The file keeps its size (at most about ``_WAL_LIMIT``) instead of being truncated
+        and grown again.
         """
         try:
             if os.stat(f"{self.path}-wal").st_size <= _WAL_LIMIT:
@@ -261,7 +264,7 @@ class SqliteStore(SqliteOutbox):
         except OSError:
             return
         with suppress(sqlite3.Error):
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _run_jobs(self, conn: sqlite3.Connection, jobs: list[_Job[Any]]) -> None:
         """Run ``jobs`` in one transaction, then settle them.
