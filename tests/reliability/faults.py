@@ -16,7 +16,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.conftest import Server, signed
+from tests.server.conftest import Server, signed, start_server
 from tpas.testing import make_uplink
 
 __all__ = [
@@ -112,29 +111,9 @@ def start_server_under_fiu(config: Path, directory: Path, port: int, wait: float
     fiu_run = shutil.which("fiu-run")
     if fiu_run is None or shutil.which("fiu-ctrl") is None:
         pytest.skip("needs libfiu's fiu-run and fiu-ctrl (Debian package fiu-utils)")
-    log_path = directory / f"server-{port}.log"
-    command = [fiu_run, "-x", "-f", str(directory / "fiu"), sys.executable, "-m", "tpas"]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [*command, "serve", "--config", str(config)],
-            cwd=directory,
-            stdout=log,
-            stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"tpas serve exited: {log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Server(process, url, directory, log_path)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"tpas serve did not become ready: {log_path.read_text()}")
+    return start_server(
+        config, directory, port, wait, prefix=(fiu_run, "-x", "-f", str(directory / "fiu"))
+    )
 
 
 def fiu_ctrl(server: Server, *commands: str) -> None:

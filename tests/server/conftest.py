@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,12 +104,15 @@ class Server:
         return self.process.wait(timeout)
 
 
-def start_server(config: Path, directory: Path, port: int, wait: float = 20) -> Server:
-    """Start ``tpas serve`` and wait until ``/healthz`` answers."""
+def start_server(
+    config: Path, directory: Path, port: int, wait: float = 20, prefix: Sequence[str] = ()
+) -> Server:
+    """Start ``tpas serve`` (run by the ``prefix`` command, if any) and wait until
+    ``/readyz`` answers."""
     log_path = directory / f"server-{port}.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tpas", "serve", "--config", str(config)],
+            [*prefix, sys.executable, "-m", "tpas", "serve", "--config", str(config)],
             cwd=directory,
             stdout=log,
             stderr=log,
