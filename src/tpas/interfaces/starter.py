@@ -31,6 +31,7 @@ port = {port}
 # tls_keyfile = "key.pem"
 # max_body_bytes = 65536      # larger report bodies are refused with 413
 # max_pending_reports = 1024  # report requests in progress at once; more get 503 overloaded
+# read_timeout = 10           # seconds to send a whole request, else 408 / connection closed
 
 [storage]
 url = "{storage_url}"     # or "postgresql://user@host:5432/db"
