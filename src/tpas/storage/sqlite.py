@@ -20,6 +20,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -52,6 +53,7 @@ _T = TypeVar("_T")
 _MERGE_MAX = 64  # jobs sharing one transaction at most
 
 _CHECKPOINT_INTERVAL = 1.0  # seconds between checkpoints of the write-ahead log
+_RETRY_PAUSE = 0.02  # seconds between attempts to prepare a database another process holds
 _WAL_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log past which the writer empties it
 _SQL = Statements("?")
 
@@ -327,26 +329,39 @@ class SqliteStore(SqliteOutbox):
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:
             raise self._unavailable("cannot open", exc) from exc
-        try:
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode != "wal":
-                raise StorageUnavailable(
-                    f"SQLite database {self.path} cannot use WAL mode (journal mode {mode!r})"
-                )
-            conn.execute("PRAGMA synchronous = FULL")
-            # Checkpoints are run beside the writer instead (_checkpoint_loop).
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-            # Each job's savepoint needs a statement journal; in memory rather than a
-            # temporary file created and unlinked in every commit.
-            conn.execute("PRAGMA temp_store = MEMORY")
-            apply_sqlite(conn)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise self._unavailable("cannot prepare", exc) from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                self._prepare_writer(conn)
+            except sqlite3.OperationalError as exc:
+                # Several processes opening a new database at once: SQLite may refuse the
+                # switch to WAL at once ("database is locked") rather than wait.
+                if "locked" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(_RETRY_PAUSE)
+                    continue
+                conn.close()
+                raise self._unavailable("cannot prepare", exc) from exc
+            except sqlite3.Error as exc:
+                conn.close()
+                raise self._unavailable("cannot prepare", exc) from exc
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+    def _prepare_writer(self, conn: sqlite3.Connection) -> None:
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode != "wal":
+            raise StorageUnavailable(
+                f"SQLite database {self.path} cannot use WAL mode (journal mode {mode!r})"
+            )
+        conn.execute("PRAGMA synchronous = FULL")
+        # Checkpoints are run beside the writer instead (_checkpoint_loop).
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        # A multi-row statement inside a transaction keeps a statement journal: in memory
+        # rather than a temporary file created and unlinked in every commit.
+        conn.execute("PRAGMA temp_store = MEMORY")
+        apply_sqlite(conn)
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, reports: Sequence[NewReport]) -> list[StoreOutcome]:
