@@ -21,14 +21,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.server.conftest import Server, signed, start_server
-from tpas.testing import make_uplink
+from tests.server.conftest import Server, start_server
+from tests.server.load import post_distinct_uplink
 
 __all__ = [
     "EIO",
@@ -209,29 +208,13 @@ class Traffic:
             counter = 0
             while not self._stop.is_set():
                 counter += 1
-                # Distinct frames across runs and workers: a repeated frame is a duplicate.
-                dev_eui = f"{self.run:04X}{worker:04X}{counter:08X}"
-                report = signed(make_uplink(dev_eui, fcnt_up=counter), time=datetime.now(UTC))
-                sent = time.monotonic()
-                try:
-                    response = client.post(
-                        f"/thingpark/farm?{report.query}",
-                        content=report.body,
-                        headers={"Content-Type": report.content_type},
-                    )
-                except httpx.TransportError:
-                    self._record(Outcome(report.token, sent, time.monotonic() - sent, 0, ""))
+                token, sent, response = post_distinct_uplink(client, self.run, worker, counter)
+                seconds = time.monotonic() - sent
+                if response is None:
+                    self._record(Outcome(token, sent, seconds, 0, ""))
                     time.sleep(0.01)
                     continue
-                self._record(
-                    Outcome(
-                        report.token,
-                        sent,
-                        time.monotonic() - sent,
-                        response.status_code,
-                        _answer(response),
-                    )
-                )
+                self._record(Outcome(token, sent, seconds, response.status_code, _answer(response)))
 
     def _record(self, outcome: Outcome) -> None:
         with self._lock:

@@ -12,7 +12,27 @@ import httpx
 from tests.server.conftest import Server, signed
 from tpas.testing import make_uplink
 
-__all__ = ["Answer", "Load"]
+__all__ = ["Answer", "Load", "post_distinct_uplink"]
+
+
+def post_distinct_uplink(
+    client: httpx.Client, run: int, worker: int, counter: int
+) -> tuple[str, float, httpx.Response | None]:
+    """Post uplink number ``counter`` of ``worker`` in ``run``, signed now: distinct across
+    runs and workers (the same frame again would be a duplicate). Returns its token, when
+    it was sent (``time.monotonic()``) and the answer, or ``None`` when no HTTP answer came."""
+    dev_eui = f"{run:04X}{worker:04X}{counter:08X}"
+    report = signed(make_uplink(dev_eui, fcnt_up=counter), time=datetime.now(UTC))
+    sent = time.monotonic()
+    try:
+        answer = client.post(
+            f"/thingpark/farm?{report.query}",
+            content=report.body,
+            headers={"Content-Type": report.content_type},
+        )
+    except httpx.TransportError:
+        return report.token, sent, None
+    return report.token, sent, answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,17 +67,8 @@ class Load:
             counter = 0
             while not self.stop.is_set():
                 counter += 1
-                # Distinct frames across runs too: the same frame again is a duplicate.
-                dev_eui = f"{self.run:04X}{worker:04X}{counter:08X}"
-                report = signed(make_uplink(dev_eui, fcnt_up=counter), time=datetime.now(UTC))
-                sent = time.monotonic()
-                try:
-                    answer = client.post(
-                        f"/thingpark/farm?{report.query}",
-                        content=report.body,
-                        headers={"Content-Type": report.content_type},
-                    )
-                except httpx.TransportError:
+                token, sent, answer = post_distinct_uplink(client, self.run, worker, counter)
+                if answer is None:
                     with self._lock:
                         self.errors += 1
                         self.answers.append(Answer(sent, time.monotonic() - sent, 0, False, None))
@@ -67,7 +78,7 @@ class Load:
                 body = answer.json()
                 with self._lock:
                     if answer.status_code == 200:
-                        self.acknowledged.add(report.token)
+                        self.acknowledged.add(token)
                     self.answers.append(
                         Answer(
                             sent,
