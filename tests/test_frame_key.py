@@ -53,3 +53,27 @@ def test_the_frame_key_is_the_digest_of_the_frame_fields(name: str, model: Docum
     expected = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
     assert frame_key(model) == expected
     assert new_report("app", model, "AB", b"", "x", 1.0).frame_key == expected
+
+
+@pytest.mark.parametrize(("name", "model"), MODELS, ids=[name for name, _ in MODELS])
+def test_the_stored_columns_are_the_model_values(name: str, model: Document) -> None:
+    """new_report reads each column off the model (None where the type has no such field)."""
+
+    def value(field: str) -> object:
+        return getattr(model, field, None)
+
+    report = new_report("app", model, "AB", b"{}", "application/json", 1.0)
+    dev_eui = value("dev_eui")
+    assert report.dev_eui == (str(dev_eui).upper() if dev_eui else None)
+    assert report.time == (value("time") or value("creation_time"))
+    assert report.kind == model.kind
+    assert (report.token, report.body, report.content_type) == ("ab", b"{}", "application/json")
+    columns = (
+        report.fport, report.fcnt_up, report.fcnt_dn, report.payload_hex, report.rssi,
+        report.snr, report.spreading_factor, report.lat, report.lon, report.correlation_id,
+    )  # fmt: skip
+    fields = (
+        "fport", "fcnt_up", "fcnt_dn", "payload_hex", "rssi", "snr", "spreading_factor",
+        "dev_lat", "dev_lon", "correlation_id",
+    )  # fmt: skip
+    assert columns == tuple(value(field) for field in fields)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from tpas.errors import StorageUnavailable
 from tpas.storage import NewReport, ReportQuery, ReportStore, StoredReport, StoreOutcome

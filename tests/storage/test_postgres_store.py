@@ -7,7 +7,9 @@ and never touches the machine's shared server.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -19,10 +21,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.pg import PrivateServer, private_server
 from tpas.errors import StorageUnavailable
-from tpas.storage import NewReport, ReportQuery
+from tpas.storage import NewReport, ReportQuery, postgres
 from tpas.storage.migrations import MIGRATIONS
 from tpas.storage.postgres import PostgresStore
-from tpas.storage.sql import Statements, insert_params
+from tpas.storage.sql import INSERT_CHUNK, Statements, insert_params, numbered_insert_rows
 
 INSERT = Statements("%s").insert
 
@@ -245,6 +247,119 @@ def test_store_survives_a_server_restart(private_postgres: PrivateServer) -> Non
             assert not second.duplicate
             assert second.id > first.id
             await store.ping()
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def keyed_report(n: int, *, token: int, frame: int) -> NewReport:
+    """Report ``n`` with the token of report ``token`` and the frame key of report ``frame``."""
+    report = new_report(n)
+    return NewReport(
+        application=report.application,
+        kind=report.kind,
+        dev_eui=report.dev_eui,
+        time=report.time,
+        time_ts=report.time_ts,
+        received_at=report.received_at,
+        token=f"token-{token}",
+        frame_key=f"frame-{frame}",
+        body=report.body,
+        content_type=report.content_type,
+    )
+
+
+@pytest.mark.parametrize("rows", [1, 2, INSERT_CHUNK])
+def test_numbered_insert_is_the_multi_row_insert(rows: int) -> None:
+    """The ``$n`` statement is the ``%s`` one with its placeholders numbered in order."""
+    number = itertools.count(1)
+    expected = re.sub("%s", lambda _: f"${next(number)}", Statements("%s").insert_rows(rows))
+    assert numbered_insert_rows(rows) == expected
+    assert numbered_insert_rows(rows) is numbered_insert_rows(rows)
+
+
+def test_batch_of_several_inserts_maps_ids_and_duplicates(pg_schema: str) -> None:
+    """A batch larger than one INSERT (one transaction of several) gets every report its id:
+    new rows in input order, duplicates of stored rows and twins across chunk boundaries
+    named by their original."""
+    size = 2 * INSERT_CHUNK + 7
+    stored = [new_report(n) for n in range(10_000, 10_003)]
+    batch = [new_report(n) for n in range(size)]
+    batch[5] = stored[0]  # a stored report again
+    batch[INSERT_CHUNK] = batch[3]  # a twin of the first chunk, first in the second
+    batch[INSERT_CHUNK + 1] = keyed_report(90_000, token=90_000, frame=10_001)  # stored[1]
+    batch[size - 2] = stored[2]
+    # The token of a report in the second chunk, in the third.
+    batch[size - 1] = keyed_report(90_001, token=INSERT_CHUNK + 2, frame=90_001)
+
+    async def main() -> None:
+        store = PostgresStore(pg_schema)
+        await store.open()
+        try:
+            old = await store.add_many(stored)
+            outcomes = await store.add_many(batch)
+            expected = {
+                5: old[0].id,
+                INSERT_CHUNK: outcomes[3].id,
+                INSERT_CHUNK + 1: old[1].id,
+                size - 1: outcomes[INSERT_CHUNK + 2].id,
+                size - 2: old[2].id,
+            }
+            assert len(outcomes) == size
+            assert {i: o.id for i, o in enumerate(outcomes) if o.duplicate} == expected
+            new_ids = [o.id for i, o in enumerate(outcomes) if i not in expected]
+            assert new_ids == sorted(new_ids)
+            assert new_ids[0] > max(o.id for o in old)
+            rows = await store.query(ReportQuery(limit=10_000))
+            assert len(rows) == len(stored) + len(new_ids)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_only_connections_that_answered_just_now_skip_the_check(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection is lent without a liveness round trip only after a success, and not
+    once its backend has gone: a batch right after that still succeeds."""
+    name = unique_name()
+    monkeypatch.setattr(postgres, "_RECENT", 60.0)  # however slow this machine
+
+    async def main() -> None:
+        store = PostgresStore(tuned(pg_schema, name), min_size=1, max_size=1)
+        await store.open()
+        try:
+            await store.add_many([new_report(1)])
+            async with store._connection("test") as conn:  # the only one
+                assert store._answered_recently(conn)
+            with pytest.raises(StorageUnavailable, match="division by zero"):
+                await store._transact(lambda conn: conn.execute("SELECT 1 / 0"))
+            assert not store._answered_recently(conn)
+            await store.add_many([new_report(2)])
+            assert store._answered_recently(conn)
+            # Autocommit: in a transaction, pg_stat_activity would not change.
+            async with await psycopg.AsyncConnection.connect(pg_schema, autocommit=True) as admin:
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    (name,),
+                )
+                for _ in range(50):
+                    cursor = await admin.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                        (name,),
+                    )
+                    if await cursor.fetchone() == (0,):
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError("the backend never exited")
+            await asyncio.sleep(0.05)  # it has exited, so its socket is closed
+            assert not store._answered_recently(conn)
+            [outcome] = await store.add_many([new_report(3)])
+            assert not outcome.duplicate
         finally:
             await store.close()
 

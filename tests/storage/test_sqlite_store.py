@@ -55,7 +55,9 @@ def test_file_that_is_not_a_database_is_storage_unavailable(tmp_path: Path) -> N
 
 
 def test_writer_uses_wal_and_full_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The writer sets WAL and synchronous=FULL before it commits, and commits each batch."""
+    """The writer sets WAL and synchronous=FULL before it writes, and a batch of reports is
+    one INSERT that is its own transaction: committed (visible to another connection) by
+    the time add_many returns, with no BEGIN/COMMIT around it."""
     statements: list[str] = []
     real_connect: Callable[..., sqlite3.Connection] = sqlite3.connect
 
@@ -72,14 +74,21 @@ def test_writer_uses_wal_and_full_sync(tmp_path: Path, monkeypatch: pytest.Monke
         await store.open()
         try:
             await store.add_many([new_report(1), new_report(2)])
+            with closing(real_connect(path)) as other:
+                assert other.execute("SELECT token FROM reports ORDER BY id").fetchall() == [
+                    ("token-1",),
+                    ("token-2",),
+                ]
         finally:
             await store.close()
 
     asyncio.run(main())
     sync_at = statements.index("PRAGMA synchronous = FULL")
     assert statements.index("PRAGMA journal_mode = WAL") < sync_at
-    assert statements.index("BEGIN IMMEDIATE") > sync_at
-    assert statements[-1] == "COMMIT"
+    writes = [s for s in statements[sync_at:] if not s.startswith(("PRAGMA", "SELECT"))]
+    # Migrations run in transactions of their own; the batch comes last, alone.
+    assert writes[-1].startswith("INSERT INTO reports")
+    assert writes[-2] == "COMMIT"
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -145,3 +154,51 @@ def test_close_commits_queued_batches(tmp_path: Path) -> None:
 def test_repr_names_the_file(tmp_path: Path) -> None:
     """The store's repr names its database file."""
     assert repr(SqliteStore(tmp_path / "x.db")) == f"SqliteStore({str(tmp_path / 'x.db')!r})"
+
+
+def test_concurrent_batches_share_one_statement_and_get_their_own_ids(tmp_path: Path) -> None:
+    """Batches waiting for the writer together may be stored by one statement; each caller
+    still gets the ids of its own reports, in order, and a duplicate (of a stored report, or
+    of a report in another waiting batch) is answered with the id it duplicates."""
+
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "tpas.db")
+        await store.open()
+        try:
+            (first,) = await store.add_many([new_report(0)])
+            batches = [[new_report(n) for n in range(1 + 10 * b, 11 + 10 * b)] for b in range(6)]
+            batches[3][4] = new_report(0)  # stored before
+            batches[5][0] = new_report(12)  # in batch 1
+            results = await asyncio.gather(*(store.add_many(batch) for batch in batches))
+            stored = {r.token: r.id for r in await store.query(ReportQuery(limit=1000))}
+        finally:
+            await store.close()
+        assert len(stored) == 1 + 6 * 10 - 2
+        for batch, outcomes in zip(batches, results, strict=True):
+            assert [o.id for o in outcomes] == [stored[r.token] for r in batch]
+        assert results[3][4].duplicate
+        assert results[3][4].id == first.id
+        assert results[5][0].duplicate
+        assert not results[1][1].duplicate
+        assert sum(o.duplicate for outcomes in results for o in outcomes) == 2
+
+    asyncio.run(main())
+
+
+def test_a_batch_larger_than_one_statement_is_one_transaction(tmp_path: Path) -> None:
+    """A batch over one statement's worth of reports (a spool replay) is stored whole, in
+    order, in one transaction."""
+
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "tpas.db")
+        await store.open()
+        try:
+            batch = [new_report(n) for n in range(250)]
+            outcomes = await store.add_many(batch)
+        finally:
+            await store.close()
+        ids = [o.id for o in outcomes]
+        assert ids == list(range(ids[0], ids[0] + 250))
+        assert not any(o.duplicate for o in outcomes)
+
+    asyncio.run(main())

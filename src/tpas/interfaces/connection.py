@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -45,30 +45,50 @@ _TOO_LARGE: Final = _refusal(b"431 Request Header Fields Too Large", b"request h
 
 
 class DeadlineProtocol(HttpToolsProtocol):
-    """One HTTP/1.1 connection whose requests must arrive within ``read_timeout`` seconds."""
+    """One HTTP/1.1 connection whose requests must arrive within ``read_timeout`` seconds.
 
-    read_timeout: float = 10.0
+    Each connection notes when its current read began; one sweeper per server, every
+    eighth of ``read_timeout`` (at most every second), cuts off those past the deadline.
+    A timer per request would cost a timer handle created and cancelled for every report
+    on the hot path; the sweep costs a pass over the open connections now and then. A
+    late request is thus cut off between ``read_timeout`` and an eighth of it later.
+    """
+
+    read_timeout: ClassVar[float] = 10.0
+    _open: ClassVar[set[DeadlineProtocol]] = set()
+    _sweeper: ClassVar[asyncio.TimerHandle | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
+        self._reading_since: float | None = None
         self._in_head = False
         self._in_body = False
         self._head_bytes = 0
 
-    # Timer handling ------------------------------------------------------------------
+    # The deadline ------------------------------------------------------------------------
 
-    def _arm(self) -> None:
-        if self._deadline is None:
-            self._deadline = self.loop.call_later(self.read_timeout, self._expired)
+    @classmethod
+    def _sweep_every(cls) -> float:
+        return min(1.0, max(0.05, cls.read_timeout / 8))
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+    @classmethod
+    def _watch(cls, conn: DeadlineProtocol) -> None:
+        cls._open.add(conn)
+        if cls._sweeper is None:
+            cls._sweeper = conn.loop.call_later(cls._sweep_every(), cls._sweep, conn.loop)
+
+    @classmethod
+    def _sweep(cls, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for conn in list(cls._open):
+            since = conn._reading_since
+            if since is not None and now - since >= cls.read_timeout:
+                conn._expired()
+        # Idle servers keep no timer running: the next connection starts the sweeper again.
+        cls._sweeper = loop.call_later(cls._sweep_every(), cls._sweep, loop) if cls._open else None
 
     def _expired(self) -> None:
-        self._deadline = None
+        self._reading_since = None
         if self.transport.is_closing():
             return
         if not self._in_body:
@@ -81,10 +101,13 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()  # a connection that never sends a byte is timed out too
+        # A connection that never sends a byte is timed out too.
+        self._reading_since = self.loop.time()
+        type(self)._watch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._reading_since = None
+        type(self)._open.discard(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -94,14 +117,15 @@ class DeadlineProtocol(HttpToolsProtocol):
             # answer, a slight over-count at worst for a pipelining one.
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-                self._disarm()
+                self._reading_since = None
                 self.transport.write(_TOO_LARGE)
                 self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head, self._in_body, self._head_bytes = True, False, 0
-        self._arm()
+        if self._reading_since is None:  # the first request's clock started at connect
+            self._reading_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
         self._in_head, self._in_body = False, True
@@ -109,10 +133,12 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
-        self._disarm()
+        self._reading_since = None
         super().on_message_complete()
 
 
 def deadline_protocol(read_timeout: float) -> type[DeadlineProtocol]:
-    """The protocol class to give ``uvicorn.Config(http=...)`` for this timeout."""
-    return type("DeadlineProtocol", (DeadlineProtocol,), {"read_timeout": read_timeout})
+    """The protocol class to give ``uvicorn.Config(http=...)`` for this timeout; each call
+    makes a class of its own, with its own connections and sweeper."""
+    attributes = {"read_timeout": read_timeout, "_open": set(), "_sweeper": None}
+    return type("DeadlineProtocol", (DeadlineProtocol,), attributes)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter, itemgetter
 from typing import Any, Final
+
+import msgspec
 
 from tpas.errors import DocumentError, StorageUnavailable
 from tpas.protocol import (
@@ -89,8 +92,7 @@ class Application:
     recipes: Mapping[str, Recipe]
 
 
-@dataclass(frozen=True, slots=True)
-class IngestResult:
+class IngestResult(msgspec.Struct, frozen=True, gc=False):
     """The answer to give: an HTTP status, a reason code for refusals, and details."""
 
     status: int
@@ -102,46 +104,101 @@ class IngestResult:
     kind: str | None = None
 
 
+# What new_report reads off a model; getattr(model, name, None) for each. The tail are
+# NewReport's last fields, in its order (DevLat/DevLon stored as lat/lon).
+_HEAD_FIELDS: Final = ("dev_eui", "lrr_id", "time", "creation_time")
+_TAIL_FIELDS: Final = (
+    "fport",
+    "fcnt_up",
+    "fcnt_dn",
+    "payload_hex",
+    "rssi",
+    "snr",
+    "spreading_factor",
+    "dev_lat",
+    "dev_lon",
+    "correlation_id",
+)
+
+
+def _reader(cls: type, names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """One call returning ``getattr(model, name, None)`` for each of ``names`` (at least
+    two), for models of class ``cls``: C-level attribute reads instead of a Python loop."""
+    fields = frozenset(getattr(cls, "__struct_fields__", ()))
+    if any(name not in fields and hasattr(cls, name) for name in names):
+        # Not a plain struct field (a property, say): read everything the general way.
+        return lambda model: tuple(getattr(model, name, None) for name in names)
+    present = [name for name in names if name in fields]
+    if len(present) < 2:
+        # attrgetter returns a bare value for one name; such a class is not worth a shortcut.
+        return lambda model: tuple(getattr(model, name, None) for name in names)
+    get = attrgetter(*present)
+    # Absent names take the trailing None of (*values, None).
+    pick = itemgetter(*[present.index(n) if n in present else len(present) for n in names])
+    return lambda model: pick((*get(model), None))
+
+
+class _Shape:
+    """How to read one model class quickly: its row fields and its frame key."""
+
+    __slots__ = ("frame", "has_lrr_id", "head", "root", "tail")
+
+    def __init__(self, cls: type[Document]) -> None:
+        self.head = _reader(cls, _HEAD_FIELDS)
+        self.tail = _reader(cls, _TAIL_FIELDS)
+        self.frame = _reader(cls, _FRAME_FIELDS)
+        self.has_lrr_id = hasattr(cls, "lrr_id")
+        self.root = cls.ROOT
+
+    def key(self, model: Document, identity: Any) -> str:
+        # The root, the identity, then the repr of each frame field, joined by U+001F.
+        frame = "\x1f".join(map(repr, self.frame(model)))
+        text = f"{self.root}\x1f{str(identity).upper()}\x1f{frame}"
+        return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+_SHAPES: dict[type, _Shape] = {}
+
+
+def _shape(cls: type[Document]) -> _Shape:
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        shape = _SHAPES[cls] = _Shape(cls)
+    return shape
+
+
 def frame_key(model: Document) -> str:
-    """A digest of the fields that identify the frame or event a report describes."""
+    """A digest of the fields that identify the frame or event a report describes: SHA-256
+    over the root, the DevEUI (else the LRR id) upper case and the repr of each of
+    ``_FRAME_FIELDS`` (``None`` where the type has no such field), joined by U+001F, cut
+    to 40 hex digits. Stored as a unique key: it must never change for the same report."""
+    shape = _shape(type(model))
     identity = getattr(model, "dev_eui", None) or getattr(model, "lrr_id", "")
-    parts = [model.ROOT, str(identity).upper()]
-    parts += [repr(getattr(model, name, None)) for name in _FRAME_FIELDS]
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
-
-
-def _get(model: Document, name: str) -> Any:
-    return getattr(model, name, None)
+    return shape.key(model, identity)
 
 
 def new_report(
     app: str, model: Document, token: str, body: bytes, content_type: str, received_at: float
 ) -> NewReport:
     """The storable form of a verified report."""
-    time_text = _get(model, "time") or _get(model, "creation_time")
+    shape = _shape(type(model))
+    dev_eui, lrr_id, time_text, creation_time = shape.head(model)
+    time_text = time_text or creation_time
     parsed = parse_time(time_text)
-    dev_eui = _get(model, "dev_eui")
+    identity = dev_eui or (lrr_id if shape.has_lrr_id else "")
+    # Positional, in NewReport's field order: one of these is built for every report.
     return NewReport(
-        application=app,
-        kind=model.kind,
-        dev_eui=dev_eui.upper() if dev_eui else None,
-        time=time_text,
-        time_ts=parsed.timestamp() if parsed else received_at,
-        received_at=received_at,
-        token=token.lower(),
-        frame_key=frame_key(model),
-        body=body,
-        content_type=content_type,
-        fport=_get(model, "fport"),
-        fcnt_up=_get(model, "fcnt_up"),
-        fcnt_dn=_get(model, "fcnt_dn"),
-        payload_hex=_get(model, "payload_hex"),
-        rssi=_get(model, "rssi"),
-        snr=_get(model, "snr"),
-        spreading_factor=_get(model, "spreading_factor"),
-        lat=_get(model, "dev_lat"),
-        lon=_get(model, "dev_lon"),
-        correlation_id=_get(model, "correlation_id"),
+        app,
+        model.kind,
+        dev_eui.upper() if dev_eui else None,
+        time_text,
+        parsed.timestamp() if parsed else received_at,
+        received_at,
+        token.lower(),
+        shape.key(model, identity),
+        body,
+        content_type,
+        *shape.tail(model),
     )
 
 

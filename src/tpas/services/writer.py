@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from tpas.errors import StorageUnavailable
 from tpas.services.metrics import Metrics
@@ -34,8 +35,7 @@ _REPLAY_INTERVAL: Final = 1.0
 _COMMIT_TIMEOUT: Final = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class WriteOutcome:
+class WriteOutcome(msgspec.Struct, frozen=True, gc=False):
     """What became of one report: stored (with its id), a duplicate, or spooled."""
 
     id: int | None
@@ -66,7 +66,13 @@ class ReportWriter:
         self.batch_max = batch_max
         self.replay_interval = replay_interval
         self.commit_timeout = commit_timeout
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        # Reports waiting for the commit loop, and the loop's wake-up while it waits for
+        # them: a plain list and one future, not an asyncio.Queue, because every request
+        # passes here and a queue's put and get cost several Python calls each.
+        self._pending: list[_Item] = []
+        self._arrived: asyncio.Future[None] | None = None
+        # The loop the writer runs on, kept: asking asyncio for it costs a system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # Commits given up on after commit_timeout; kept referenced until they end.
         self._abandoned: set[asyncio.Task[list[StoreOutcome]]] = set()
@@ -82,6 +88,7 @@ class ReportWriter:
 
     def start(self) -> None:
         """Start the commit loop and the spool replay loop."""
+        self._loop = asyncio.get_running_loop()
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="tpas-commit"),
             asyncio.create_task(self._replay_loop(), name="tpas-replay"),
@@ -89,7 +96,7 @@ class ReportWriter:
 
     async def stop(self) -> None:
         """Commit whatever is queued, then stop the loops."""
-        while not self._queue.empty():
+        while self._pending:
             await asyncio.sleep(0.005)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
@@ -107,8 +114,13 @@ class ReportWriter:
 
         Raises :class:`StorageUnavailable` when neither the store nor the spool took it.
         """
-        future: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((report, future))
+        future: asyncio.Future[WriteOutcome] = (
+            self._loop or asyncio.get_running_loop()
+        ).create_future()
+        self._pending.append((report, future))
+        arrived = self._arrived
+        if arrived is not None and not arrived.done():
+            arrived.set_result(None)
         return await future
 
     async def _commit_loop(self) -> None:
@@ -116,12 +128,20 @@ class ReportWriter:
         # commits, the next already waits there (SQLite's writer merges waiting batches
         # into its next transaction; PostgreSQL commits them on separate connections),
         # so the fsync, not the hand-over between batches, sets the pace.
+        # A batch is taken once a slot is free, so reports that arrive while every slot is
+        # busy make one larger batch rather than several small ones.
         slots = asyncio.Semaphore(self.max_inflight)
+        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
             await slots.acquire()
+            while not self._pending:
+                self._arrived = loop.create_future()
+                try:
+                    await self._arrived
+                finally:
+                    self._arrived = None
+            batch = self._pending[: self.batch_max]
+            del self._pending[: self.batch_max]
             task = asyncio.create_task(self._guarded_commit(batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
+import msgspec
+
 __all__ = [
     "TERMINAL_STATUSES",
     "Attempt",
@@ -30,13 +32,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class NewReport:
+class NewReport(msgspec.Struct, frozen=True, gc=False):
     """A verified report, ready to be stored.
 
     ``token`` (the query Token) and ``frame_key`` (the frame's identity: the same frame
     delivered again has the same key) are each unique per application: a report whose
     token or frame key is already stored is a duplicate (QUALITY.md SEC-5).
+
+    A msgspec struct rather than a dataclass: one is built for every report received, and
+    a struct is built in a fraction of the time. The spool writes it as a MessagePack map
+    of these field names.
     """
 
     application: str
@@ -64,9 +69,8 @@ class NewReport:
     correlation_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StoreOutcome:
-    """What became of one report in :meth:`ReportStore.add_many`."""
+class StoreOutcome(msgspec.Struct, frozen=True, gc=False):
+    """What became of one report in :meth:`ReportStore.add_many` (one per report)."""
 
     id: int
     """The stored row's id (the existing row's id for a duplicate)."""

@@ -1,27 +1,33 @@
 """The PostgreSQL :class:`~tpas.storage.ports.Store`: psycopg 3 with a connection pool.
 
-Each batch is one transaction with synchronous commit (QUALITY.md REL-1): the inserts are
-pipelined (``executemany``), and a report that hits a unique key is looked up to report
-the id it duplicates. Several tpas processes may share one database: the unique keys make
-a report delivered to two of them stored once, and row locks let them share the
-downlink outbox (:mod:`tpas.storage.postgres_outbox`).
+Each batch is committed with synchronous commit before :meth:`PostgresStore.add_many`
+returns (QUALITY.md REL-1). Up to ``INSERT_CHUNK`` reports go in one multi-row INSERT with
+PostgreSQL's own ``$n`` placeholders, sent as is: one round trip, and an atomic statement
+that needs no BEGIN/COMMIT around it; a larger batch (heavy load, a spool replay) is one
+transaction of several such statements. A report that hits a unique key is looked up
+afterwards to report the id it duplicates. Several tpas processes may share one database:
+the unique keys make a report delivered to two of them stored once, and row locks let them
+share the downlink outbox (:mod:`tpas.storage.postgres_outbox`).
 
-Every pooled connection is checked (one round trip) before use and a dead one is replaced,
-so the store recovers by itself from a PostgreSQL restart. Driver errors become
-:class:`~tpas.errors.StorageUnavailable`, whose messages name the server but never the
-password.
+A pooled connection is checked (one round trip) before use and a dead one is replaced, so
+the store recovers by itself from a PostgreSQL restart; a connection that answered less
+than a second ago, with nothing unread from the server since, is lent without the check.
+Driver errors become :class:`~tpas.errors.StorageUnavailable`, whose messages name the
+server but never the password.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
 import psycopg
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncConnection, AsyncRawCursor
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
@@ -41,6 +47,7 @@ from tpas.storage.sql import (
     fold_devices,
     insert_params,
     inserted_ids,
+    numbered_insert_rows,
     to_stored,
 )
 
@@ -55,6 +62,9 @@ _ATTEMPTS: Final = 3
 _RETRYABLE: Final = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 _RECONNECT_TIMEOUT: Final = 10.0
+
+# A connection that completed its work this recently is lent without the liveness check.
+_RECENT: Final = 1.0
 
 _Connection = AsyncConnection[tuple[Any, ...]]
 
@@ -111,6 +121,8 @@ class PostgresStore(PostgresOutbox):
         self._pool: AsyncConnectionPool[_Connection] | None = None
         # Pings given up on, kept referenced while their cancellation completes.
         self._pings: set[asyncio.Future[None]] = set()
+        # When each pooled connection last completed its work without an error.
+        self._answered: weakref.WeakKeyDictionary[_Connection, float] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where!r})"
@@ -154,15 +166,19 @@ class PostgresStore(PostgresOutbox):
             await pool.close()
 
     async def add_many(self, reports: Sequence[NewReport]) -> list[StoreOutcome]:
-        """Store a batch in one transaction; returns once it is committed."""
+        """Store a batch atomically; returns once it is committed."""
         if not reports:
             self._require_pool()
             return []
         async with self._connection("cannot commit to") as conn:
             for attempt in range(1, _ATTEMPTS + 1):
                 try:
-                    async with conn.transaction(), conn.cursor() as cursor:
-                        return await self._insert(cursor, reports)
+                    if len(reports) <= INSERT_CHUNK:
+                        # One statement, on a connection in autocommit: PostgreSQL runs it
+                        # in a transaction of its own and answers once that is committed.
+                        return await self._insert(conn, reports)
+                    async with conn.transaction():
+                        return await self._insert(conn, reports)
                 except _RETRYABLE:
                     if attempt == _ATTEMPTS:
                         raise
@@ -222,34 +238,40 @@ class PostgresStore(PostgresOutbox):
             check.exception()  # retrieved: the caller has had its answer
 
     async def _select_1(self) -> None:
-        async with self._connection("cannot reach", self._ping_timeout) as conn:
+        # Always checked first: a ping answers whether PostgreSQL is reachable now, and the
+        # writer's spool replay waits on it after an outage.
+        async with self._connection("cannot reach", self._ping_timeout, check=True) as conn:
             await conn.execute("SELECT 1")
 
-    async def _insert(
-        self, cursor: AsyncCursor[tuple[Any, ...]], reports: Sequence[NewReport]
-    ) -> list[StoreOutcome]:
+    async def _insert(self, conn: _Connection, reports: Sequence[NewReport]) -> list[StoreOutcome]:
         ids: list[int | None] = []
-        for start in range(0, len(reports), INSERT_CHUNK):
-            chunk = reports[start : start + INSERT_CHUNK]
-            params = [value for report in chunk for value in insert_params(report)]
-            await cursor.execute(_SQL.insert_rows(len(chunk)), params)
-            ids += inserted_ids(chunk, await cursor.fetchall())
+        # A raw cursor sends the statement as it is, without rewriting its placeholders.
+        async with AsyncRawCursor(conn) as cursor:
+            for start in range(0, len(reports), INSERT_CHUNK):
+                chunk = reports[start : start + INSERT_CHUNK]
+                params = [value for report in chunk for value in insert_params(report)]
+                await cursor.execute(numbered_insert_rows(len(chunk)), params)
+                ids += inserted_ids(chunk, await cursor.fetchall())
         twins = [reports[i] for i, new_id in enumerate(ids) if new_id is None]
         if not twins:
             return [StoreOutcome(new_id, duplicate=False) for new_id in ids if new_id is not None]
         # Read committed: this statement sees rows committed meanwhile by other processes,
-        # and this transaction's own earlier rows (twins inside one batch).
-        await cursor.executemany(
-            _SQL.find_duplicate,
-            [(r.application, r.token, r.frame_key, r.token) for r in twins],
-            returning=True,
-        )
+        # and the batch's own rows (twins inside one batch): committed already when the
+        # batch was one statement, else written earlier in this transaction. Should it fail
+        # after such a commit, the writer's spooled copy of the batch later finds the rows,
+        # as after a COMMIT whose answer was lost.
         originals: list[int] = []
-        async for result in cursor.results():
-            row = await result.fetchone()
-            if row is None:  # only if a row were deleted meanwhile; tpas never deletes
-                raise StorageUnavailable(f"a duplicate's original vanished from {self._where}")
-            originals.append(row[0])
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                _SQL.find_duplicate,
+                [(r.application, r.token, r.frame_key, r.token) for r in twins],
+                returning=True,
+            )
+            async for result in cursor.results():
+                row = await result.fetchone()
+                if row is None:  # only if a row were deleted meanwhile; tpas never deletes
+                    raise StorageUnavailable(f"a duplicate's original vanished from {self._where}")
+                originals.append(row[0])
         original = iter(originals)
         return [
             StoreOutcome(new_id, duplicate=False)
@@ -272,22 +294,32 @@ class PostgresStore(PostgresOutbox):
 
     @asynccontextmanager
     async def _connection(
-        self, action: str, timeout: float | None = None
+        self, action: str, timeout: float | None = None, *, check: bool = False
     ) -> AsyncIterator[_Connection]:
-        """A live pooled connection; psycopg errors inside the block become StorageUnavailable."""
+        """A live pooled connection; psycopg errors inside the block become StorageUnavailable.
+
+        ``check``: make sure it is alive with a round trip, even if it answered just now.
+        """
         pool = self._require_pool()
         try:
-            conn = await self._live_connection(pool, self._timeout if timeout is None else timeout)
+            conn = await self._live_connection(
+                pool, self._timeout if timeout is None else timeout, check=check
+            )
             try:
                 yield conn
+            except BaseException:
+                # Whatever failed, the next borrower checks this connection first.
+                self._answered.pop(conn, None)
+                raise
+            else:
+                self._answered[conn] = time.monotonic()
             finally:
                 await pool.putconn(conn)
         except psycopg.Error as exc:
             raise self._unavailable(action, exc) from exc
 
-    @staticmethod
     async def _live_connection(
-        pool: AsyncConnectionPool[_Connection], timeout: float
+        self, pool: AsyncConnectionPool[_Connection], timeout: float, *, check: bool
     ) -> _Connection:
         # psycopg_pool's own check= sleeps with backoff (1 s, 2 s, ...) after each dead
         # connection, and after a server restart every idle connection is dead. Here a
@@ -295,6 +327,8 @@ class PostgresStore(PostgresOutbox):
         deadline = time.monotonic() + timeout
         while True:
             conn = await pool.getconn(timeout=deadline - time.monotonic())
+            if not check and self._answered_recently(conn):
+                return conn
             try:
                 await conn.execute("")
             except psycopg.OperationalError:
@@ -304,6 +338,27 @@ class PostgresStore(PostgresOutbox):
                 await pool.putconn(conn)
                 raise
             return conn
+
+    def _answered_recently(self, conn: _Connection) -> bool:
+        """Whether ``conn`` may skip the liveness check: it completed its last work less than
+        ``_RECENT`` seconds ago, and nothing has arrived from the server since.
+
+        A backend that exits (PostgreSQL stopped or restarted, the backend terminated) sends
+        an error and closes the socket, which shows here as readable, so such a connection
+        is still checked and replaced. One that dies without a word (a lost network or
+        host) fails its statement instead, with :class:`StorageUnavailable`: the writer
+        (:class:`~tpas.services.writer.ReportWriter`) then puts the batch in its spool,
+        fsync'd, and stores it later, so no acknowledged report is lost.
+        """
+        answered = self._answered.get(conn)
+        if answered is None or time.monotonic() - answered > _RECENT:
+            return False
+        try:
+            poll = select.poll()
+            poll.register(conn.fileno(), select.POLLIN)
+        except (psycopg.Error, OSError, ValueError):
+            return False
+        return not poll.poll(0)
 
     def _require_pool(self) -> AsyncConnectionPool[_Connection]:
         if self._pool is None:

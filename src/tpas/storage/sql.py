@@ -24,13 +24,14 @@ __all__ = [
     "fold_devices",
     "insert_params",
     "inserted_ids",
+    "numbered_insert_rows",
     "to_stored",
 ]
 
 INSERT_CHUNK: Final = 100
 """Reports per multi-row INSERT: 2,100 parameters, far below either database's limit."""
 
-_INSERT_COLUMNS: Final = tuple(f.name for f in fields(NewReport))
+_INSERT_COLUMNS: Final = NewReport.__struct_fields__
 _SELECT_COLUMNS: Final = tuple(f.name for f in fields(StoredReport))
 _DEV_EUI_AT: Final = _INSERT_COLUMNS.index("dev_eui")
 _insert_values: Final = attrgetter(*_INSERT_COLUMNS)
@@ -159,6 +160,32 @@ class Statements:
         if application is None:
             return "", []
         return f" AND application = {self.ph}", [application]
+
+
+_numbered_inserts: dict[int, str] = {}
+
+
+def numbered_insert_rows(rows: int) -> str:
+    """:meth:`Statements.insert_rows` for ``rows`` reports (with its RETURNING clause) in
+    PostgreSQL's own placeholders, ``$1`` to ``$n``; built once per row count.
+
+    For psycopg's raw cursor, which sends the statement as it is: with ``%s`` placeholders
+    psycopg rewrites every statement on the client, and one this long is beyond its cache,
+    so a batch would be parsed again each time.
+    """
+    statement = _numbered_inserts.get(rows)
+    if statement is None:
+        width = len(_INSERT_COLUMNS)
+        values = ", ".join(
+            f"({', '.join(f'${n}' for n in range(row * width + 1, (row + 1) * width + 1))})"
+            for row in range(rows)
+        )
+        statement = (
+            f"INSERT INTO reports ({_column_list(_INSERT_COLUMNS)}) VALUES {values} "
+            "ON CONFLICT DO NOTHING RETURNING id, application, token"
+        )
+        _numbered_inserts[rows] = statement
+    return statement
 
 
 def insert_params(report: NewReport) -> tuple[Any, ...]:

@@ -55,6 +55,7 @@ _MERGE_MAX = 64  # jobs sharing one transaction at most
 _CHECKPOINT_INTERVAL = 1.0  # seconds between checkpoints of the write-ahead log
 _RETRY_PAUSE = 0.02  # seconds between attempts to prepare a database another process holds
 _WAL_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log past which the writer empties it
+_CACHE_KIB = 64 * 1024  # the writer's page cache
 _SQL = Statements("?")
 
 
@@ -65,6 +66,8 @@ class _Job(Generic[_T]):
     work: Callable[[sqlite3.Connection], _T]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[_T]
+    reports: Sequence[NewReport] | None = None
+    """Set when the job only inserts these reports: such jobs can share one statement."""
 
 
 def _settle(
@@ -108,6 +111,9 @@ class SqliteStore(SqliteOutbox):
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
+        self._checkpoint_now = threading.Event()
+        self._catch_up = False
+        """Set by the checkpointer when the writer should finish a checkpoint."""
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -137,6 +143,8 @@ class SqliteStore(SqliteOutbox):
         self._writer = writer
         self._readers = ThreadPoolExecutor(self._reader_count, "tpas-sqlite-read")
         self._stop_checkpoints = threading.Event()
+        self._checkpoint_now = threading.Event()
+        self._catch_up = False
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="tpas-sqlite-checkpoint", daemon=True
         )
@@ -149,6 +157,7 @@ class SqliteStore(SqliteOutbox):
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             self._stop_checkpoints.set()
+            self._checkpoint_now.set()
             await asyncio.to_thread(checkpointer.join)
         if readers is not None:
             await asyncio.to_thread(readers.shutdown)
@@ -166,7 +175,11 @@ class SqliteStore(SqliteOutbox):
         self._require_writer()
         if not reports:
             return []
-        return await self._write(lambda conn: self._insert(conn, reports))
+        self._require_writer()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[StoreOutcome]] = loop.create_future()
+        self._jobs.put(_Job(lambda conn: self._insert(conn, reports), loop, future, reports))
+        return await future
 
     async def get(self, report_id: int) -> StoredReport | None:
         """One report by id, or ``None``."""
@@ -240,7 +253,8 @@ class SqliteStore(SqliteOutbox):
                         stopping = True
                         break
                     jobs.append(waiting)
-                self._run_jobs(conn, jobs)
+                if not self._insert_alone(conn, jobs):
+                    self._run_jobs(conn, jobs)
                 self._bound_wal(conn)
                 if stopping:
                     break
@@ -253,20 +267,70 @@ class SqliteStore(SqliteOutbox):
         The PASSIVE checkpoints beside the writer copy the log into the database, but a log
         starts over only when a checkpoint has copied all of it, and while commits keep
         arriving the one beside the writer never catches up: the file grew without end
-        (~15 GB an hour at 200 reports/s, bench/soak.py). Between two of its own
-        transactions, with the batch just committed already answered, the writer runs one
-        PASSIVE checkpoint itself: nothing is written meanwhile, so it catches up (most of
-        the log is already copied), and the next commit writes the log from its start again.
-        The file keeps its size (at most about ``_WAL_LIMIT``) instead of being truncated
-        and grown again.
+        (~15 GB an hour at 200 reports/s, bench/soak.py). So, once the log is past the
+        limit, the writer wakes the checkpointer, which copies most of it beside the
+        writer; when that is done, the writer runs one PASSIVE checkpoint itself between
+        two of its transactions, with the batch just committed already answered. Nothing
+        is written meanwhile, so that one catches up, and it is short: only what was
+        committed during the checkpointer's run is left to copy. The next commit then
+        writes the log from its start again, and cuts the file back to the limit
+        (``journal_size_limit``). Should the checkpointer fall behind all the same (the
+        log at twice the limit), the writer catches up on its own at once.
         """
-        try:
-            if os.stat(f"{self.path}-wal").st_size <= _WAL_LIMIT:
-                return
-        except OSError:
+        if self._catch_up:
+            self._catch_up = False
+            with suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            return
+        size = self._wal_size()
+        if size <= _WAL_LIMIT:
+            return
+        if size <= 2 * _WAL_LIMIT:
+            self._checkpoint_now.set()
             return
         with suppress(sqlite3.Error):
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _wal_size(self) -> int:
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return 0
+
+    def _insert_alone(self, conn: sqlite3.Connection, jobs: list[_Job[Any]]) -> bool:
+        """Store the reports of ``jobs`` with one INSERT statement outside any explicit
+        transaction, if they are all report inserts and fit in one statement; returns
+        whether it did (and settled the jobs).
+
+        The statement is then its own transaction, committed (and synced) when it ends:
+        one call into SQLite instead of three (BEGIN, INSERT, COMMIT), and every call
+        gives up the GIL and must win it back from the busy event loop. The lookups of
+        duplicates that may follow read what is committed, which only this thread writes
+        (one tpas process per SQLite database). If the INSERT fails, nothing is committed
+        and the jobs go through :meth:`_run_jobs` as usual; if a lookup after it fails
+        (rare: a read error), that rerun finds the rows stored and answers duplicate.
+        """
+        reports: list[NewReport] = []
+        for job in jobs:
+            if job.reports is None:
+                return False
+            reports += job.reports
+        if len(reports) > INSERT_CHUNK:
+            return False
+        try:
+            outcomes = self._insert(conn, reports)
+        except Exception:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            return False
+        start = 0
+        for job in jobs:
+            assert job.reports is not None
+            end = start + len(job.reports)
+            _settle(job.loop, job.future, outcomes[start:end], None)
+            start = end
+        return True
 
     def _run_jobs(self, conn: sqlite3.Connection, jobs: list[_Job[Any]]) -> None:
         """Run ``jobs`` in one transaction, then settle them.
@@ -310,17 +374,25 @@ class SqliteStore(SqliteOutbox):
         return error
 
     def _checkpoint_loop(self) -> None:
-        """Copy the write-ahead log into the database every second, on a connection of its
-        own: a PASSIVE checkpoint runs beside the writer instead of inside a commit (the
-        writer's automatic checkpoint is off), so no commit waits for it."""
+        """Copy the write-ahead log into the database every second, and when the writer
+        asks, on a connection of its own: a PASSIVE checkpoint runs beside the writer
+        instead of inside a commit (the writer's automatic checkpoint is off), so no commit
+        waits for it. A log still past the limit afterwards is left for the writer to
+        finish (:meth:`_bound_wal`)."""
         try:
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
         except sqlite3.Error:
             return
         try:
-            while not self._stop_checkpoints.wait(_CHECKPOINT_INTERVAL):
+            while True:
+                self._checkpoint_now.wait(_CHECKPOINT_INTERVAL)
+                self._checkpoint_now.clear()
+                if self._stop_checkpoints.is_set():
+                    break
                 with suppress(sqlite3.Error):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                if self._wal_size() > _WAL_LIMIT:
+                    self._catch_up = True
         finally:
             conn.close()
 
@@ -358,6 +430,12 @@ class SqliteStore(SqliteOutbox):
         conn.execute("PRAGMA synchronous = FULL")
         # Checkpoints are run beside the writer instead (_checkpoint_loop).
         conn.execute("PRAGMA wal_autocheckpoint = 0")
+        # A log that outgrew the limit is cut back to it when it starts over, so that its
+        # size tells _bound_wal whether it has outgrown the limit again since.
+        conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
+        # The random index leaves (token, frame key, DevEUI) stay in memory: 64 MiB
+        # rather than the default 2 MiB, which a growing database soon exceeds.
+        conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
         # A multi-row statement inside a transaction keeps a statement journal: in memory
         # rather than a temporary file created and unlinked in every commit.
         conn.execute("PRAGMA temp_store = MEMORY")
