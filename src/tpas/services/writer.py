@@ -19,7 +19,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 import msgspec
 
@@ -75,11 +76,17 @@ class ReportWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # Commits given up on after commit_timeout; kept referenced until they end.
-        self._abandoned: set[asyncio.Task[list[StoreOutcome]]] = set()
+        self._abandoned: set[asyncio.Future[list[StoreOutcome]]] = set()
         self._degraded = False
         self._replay_lock = asyncio.Lock()
         self.max_inflight = max_inflight
         self._inflight: set[asyncio.Task[None]] = set()
+        self._busy = 0
+        """Batches handed to the store and not settled yet (at most ``max_inflight``)."""
+        self._freed: asyncio.Future[None] | None = None
+        # A store that queues a batch at once, without a task (the SQLite writer thread).
+        self._submit: Callable[[Sequence[NewReport]], asyncio.Future[list[StoreOutcome]]] | None
+        self._submit = getattr(store, "submit_many", None)
 
     @property
     def degraded(self) -> bool:
@@ -101,7 +108,7 @@ class ReportWriter:
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         # Abandoned commits have their batches in the spool already.
-        tasks = [*self._tasks, *self._abandoned]
+        tasks: list[asyncio.Future[Any]] = [*self._tasks, *self._abandoned]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -118,9 +125,15 @@ class ReportWriter:
             self._loop or asyncio.get_running_loop()
         ).create_future()
         self._pending.append((report, future))
-        arrived = self._arrived
-        if arrived is not None and not arrived.done():
-            arrived.set_result(None)
+        if self._busy == 0 and self._submit is not None:
+            # Nothing is being committed: start at once, so that the store writes this
+            # report while the event loop goes on with the requests that came with it
+            # (they will make the next batch), instead of after all of them.
+            self._start(self._take())
+        else:
+            arrived = self._arrived
+            if arrived is not None and not arrived.done():
+                arrived.set_result(None)
         return await future
 
     async def _commit_loop(self) -> None:
@@ -130,38 +143,74 @@ class ReportWriter:
         # so the fsync, not the hand-over between batches, sets the pace.
         # A batch is taken once a slot is free, so reports that arrive while every slot is
         # busy make one larger batch rather than several small ones.
-        slots = asyncio.Semaphore(self.max_inflight)
         loop = asyncio.get_running_loop()
         while True:
-            await slots.acquire()
+            while self._busy >= self.max_inflight:
+                self._freed = loop.create_future()
+                try:
+                    await self._freed
+                finally:
+                    self._freed = None
             while not self._pending:
                 self._arrived = loop.create_future()
                 try:
                     await self._arrived
                 finally:
                     self._arrived = None
-            batch = self._pending[: self.batch_max]
-            del self._pending[: self.batch_max]
-            task = asyncio.create_task(self._guarded_commit(batch))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-            task.add_done_callback(lambda _: slots.release())
+            if self._busy < self.max_inflight:  # add() may have started one meanwhile
+                self._start(self._take())
 
-    async def _guarded_commit(self, batch: list[_Item]) -> None:
+    def _take(self) -> list[_Item]:
+        batch = self._pending[: self.batch_max]
+        del self._pending[: self.batch_max]
+        return batch
+
+    def _start(self, batch: list[_Item]) -> None:
+        """Hand ``batch`` to the store now and settle it in a task of its own."""
+        self._busy += 1
+        commit = None if self._degraded else self._begin([report for report, _ in batch])
+        task = asyncio.create_task(self._guarded_commit(batch, commit))
+        self._inflight.add(task)
+        task.add_done_callback(self._finished)
+
+    def _begin(self, reports: list[NewReport]) -> asyncio.Future[list[StoreOutcome]]:
+        """The store's commit of ``reports``, under way: a store that can take a batch
+        without a task of its own (``submit_many``) has it already."""
+        if self._submit is None:
+            return asyncio.ensure_future(self.store.add_many(reports))
         try:
-            await self._commit(batch)
+            return self._submit(reports)
+        except StorageUnavailable as exc:
+            failed: asyncio.Future[list[StoreOutcome]] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._busy -= 1
+        freed = self._freed
+        if freed is not None and not freed.done():
+            freed.set_result(None)
+
+    async def _guarded_commit(
+        self, batch: list[_Item], commit: asyncio.Future[list[StoreOutcome]] | None
+    ) -> None:
+        try:
+            await self._commit(batch, commit)
         except Exception as exc:
             # A bug must not stop the writer: every later request would wait forever.
             log.exception("commit failed unexpectedly")
             _fail(batch, StorageUnavailable(f"commit failed: {exc!r}"))
 
-    async def _commit(self, batch: list[_Item]) -> None:
-        reports = [report for report, _ in batch]
+    async def _commit(
+        self, batch: list[_Item], commit: asyncio.Future[list[StoreOutcome]] | None
+    ) -> None:
+        """Settle ``batch`` from the store's ``commit`` (None: degraded, spool it)."""
         self.metrics.commit_batch.observe(len(batch))
         started = time.perf_counter()
-        if not self._degraded:
+        if commit is not None:
             try:
-                outcomes = await self._add_within_timeout(reports)
+                outcomes = await self._within_timeout(commit)
             except StorageUnavailable as exc:
                 log.warning("storage unavailable, spooling: %s", exc)
                 self._degraded = self.spool is not None
@@ -176,8 +225,9 @@ class ReportWriter:
                 return
         await self._spool(batch)
 
-    async def _add_within_timeout(self, reports: list[NewReport]) -> list[StoreOutcome]:
-        commit = asyncio.ensure_future(self.store.add_many(reports))
+    async def _within_timeout(
+        self, commit: asyncio.Future[list[StoreOutcome]]
+    ) -> list[StoreOutcome]:
         # asyncio.wait, not wait_for: cancelling a commit on a hung server could itself
         # hang (the driver tries to cancel the query, then to roll back).
         done, _ = await asyncio.wait({commit}, timeout=self.commit_timeout)
@@ -187,7 +237,7 @@ class ReportWriter:
         commit.add_done_callback(self._forget)
         raise StorageUnavailable(f"the store did not commit within {self.commit_timeout} s")
 
-    def _forget(self, commit: asyncio.Task[list[StoreOutcome]]) -> None:
+    def _forget(self, commit: asyncio.Future[list[StoreOutcome]]) -> None:
         self._abandoned.discard(commit)
         if not commit.cancelled() and commit.exception() is not None:
             log.info("an abandoned commit failed: %s", commit.exception())
