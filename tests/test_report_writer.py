@@ -9,27 +9,12 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.storage.conftest import minimal_report as report
 from tpas.errors import StorageUnavailable
 from tpas.services.metrics import Metrics
 from tpas.services.writer import ReportWriter, WriteOutcome
 from tpas.storage import MemoryStore, NewReport, SqliteStore, StoreOutcome
 from tpas.storage.spool import FileSpool
-
-
-def report(n: int) -> NewReport:
-    """A minimal report number ``n``."""
-    return NewReport(
-        application="farm",
-        kind="uplink",
-        dev_eui="70B3D5E75E000001",
-        time=None,
-        time_ts=float(n),
-        received_at=float(n),
-        token=f"token-{n}",
-        frame_key=f"frame-{n}",
-        body=b"{}",
-        content_type="application/json",
-    )
 
 
 class RecordingSqliteStore(SqliteStore):
