@@ -1,8 +1,11 @@
 """Group commit: one writer turns concurrent report requests into batched transactions.
 
-Each request puts its report on a queue and awaits the outcome. A single loop takes
+Each request adds its report to a pending list and awaits the outcome. A single loop takes
 everything waiting (up to ``batch_max``) and commits it with one ``add_many``, so
-concurrent requests share one fsync (QUALITY.md REL-1). A request is answered only after
+concurrent requests share one fsync (QUALITY.md REL-1); when nothing is being committed
+and the store can take a batch at once (``submit_many``: SQLite's writer thread), the
+request hands its report over itself, so the store starts while the event loop handles
+the requests that came with it, and those make the next batch. A request is answered only after
 its batch is committed, or, when the store cannot commit, after the batch is fsync'd to
 the local spool (REL-4); while the store is down, batches go straight to the spool and a
 replay loop moves them into the store once it answers again.
