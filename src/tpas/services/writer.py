@@ -128,10 +128,11 @@ class ReportWriter:
             self._loop or asyncio.get_running_loop()
         ).create_future()
         self._pending.append((report, future))
-        if self._busy == 0 and self._submit is not None:
+        if self._busy == 0 and self._submit is not None and not self._degraded:
             # Nothing is being committed: start at once, so that the store writes this
             # report while the event loop goes on with the requests that came with it
-            # (they will make the next batch), instead of after all of them.
+            # (they will make the next batch), instead of after all of them. Not while
+            # degraded: a spool segment for every lone report would cost an fsync each.
             self._start(self._take())
         else:
             arrived = self._arrived
@@ -303,9 +304,10 @@ class ReportWriter:
             if len(reports) >= self.batch_max:
                 break
         await self.store.add_many(reports)
+        # Counted once stored, before the segments go: an empty spool means counted.
+        self.metrics.replayed.inc(amount=len(reports))
         for segment in taken:
             await asyncio.to_thread(spool.remove, segment)
-        self.metrics.replayed.inc(amount=len(reports))
         return len(reports)
 
 
