@@ -16,28 +16,12 @@ import pytest
 from psycopg import sql
 
 from tests.pg import shared_dsn
-from tpas.storage import MemoryStore, NewReport, SqliteStore
+from tpas.storage import MemoryStore, SqliteStore
 from tpas.storage.ports import Store
 from tpas.storage.postgres import PostgresStore
 
 MakeStore = Callable[[], Store]
 """Builds a new, unopened store over the same underlying storage on every call."""
-
-
-def minimal_report(n: int) -> NewReport:
-    """A minimal report number ``n``: its own token and frame key, one device."""
-    return NewReport(
-        application="farm",
-        kind="uplink",
-        dev_eui="70B3D5E75E000001",
-        time=None,
-        time_ts=float(n),
-        received_at=float(n),
-        token=f"token-{n}",
-        frame_key=f"frame-{n}",
-        body=b"{}",
-        content_type="application/json",
-    )
 
 
 @pytest.fixture(scope="session")

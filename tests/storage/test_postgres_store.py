@@ -20,7 +20,6 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.pg import PrivateServer, private_server
-from tests.storage.conftest import minimal_report
 from tpas.errors import StorageUnavailable
 from tpas.storage import NewReport, ReportQuery, postgres
 from tpas.storage.migrations import MIGRATIONS
@@ -30,7 +29,20 @@ from tpas.storage.sql import INSERT_CHUNK, Statements, insert_params, numbered_i
 INSERT = Statements("%s").insert
 
 
-new_report = minimal_report
+def new_report(n: int) -> NewReport:
+    """A minimal report number ``n``."""
+    return NewReport(
+        application="farm",
+        kind="uplink",
+        dev_eui="70B3D5E75E000001",
+        time=None,
+        time_ts=float(n),
+        received_at=float(n),
+        token=f"token-{n}",
+        frame_key=f"frame-{n}",
+        body=b"{}",
+        content_type="application/json",
+    )
 
 
 def free_port() -> int:

@@ -13,11 +13,24 @@ from typing import Any
 
 import pytest
 
-from tests.storage.conftest import minimal_report
 from tpas.errors import StorageUnavailable
-from tpas.storage import ReportQuery, SqliteStore
+from tpas.storage import NewReport, ReportQuery, SqliteStore
 
-new_report = minimal_report
+
+def new_report(n: int) -> NewReport:
+    """A minimal report number ``n``."""
+    return NewReport(
+        application="farm",
+        kind="uplink",
+        dev_eui="70B3D5E75E000001",
+        time=None,
+        time_ts=float(n),
+        received_at=float(n),
+        token=f"token-{n}",
+        frame_key=f"frame-{n}",
+        body=b"{}",
+        content_type="application/json",
+    )
 
 
 def test_missing_directory_is_storage_unavailable(tmp_path: Path) -> None:

@@ -1,11 +1,8 @@
 """Group commit: one writer turns concurrent report requests into batched transactions.
 
-Each request adds its report to a pending list and awaits the outcome. A single loop takes
+Each request puts its report on a queue and awaits the outcome. A single loop takes
 everything waiting (up to ``batch_max``) and commits it with one ``add_many``, so
-concurrent requests share one fsync (QUALITY.md REL-1); when nothing is being committed
-and the store can take a batch at once (``submit_many``: SQLite's writer thread), the
-request hands its report over itself, so the store starts while the event loop handles
-the requests that came with it, and those make the next batch. A request is answered only after
+concurrent requests share one fsync (QUALITY.md REL-1). A request is answered only after
 its batch is committed, or, when the store cannot commit, after the batch is fsync'd to
 the local spool (REL-4); while the store is down, batches go straight to the spool and a
 replay loop moves them into the store once it answers again.
@@ -22,8 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -79,17 +75,11 @@ class ReportWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # Commits given up on after commit_timeout; kept referenced until they end.
-        self._abandoned: set[asyncio.Future[list[StoreOutcome]]] = set()
+        self._abandoned: set[asyncio.Task[list[StoreOutcome]]] = set()
         self._degraded = False
         self._replay_lock = asyncio.Lock()
         self.max_inflight = max_inflight
         self._inflight: set[asyncio.Task[None]] = set()
-        self._busy = 0
-        """Batches handed to the store and not settled yet (at most ``max_inflight``)."""
-        self._freed: asyncio.Future[None] | None = None
-        # A store that queues a batch at once, without a task (the SQLite writer thread).
-        self._submit: Callable[[Sequence[NewReport]], asyncio.Future[list[StoreOutcome]]] | None
-        self._submit = getattr(store, "submit_many", None)
 
     @property
     def degraded(self) -> bool:
@@ -111,7 +101,7 @@ class ReportWriter:
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         # Abandoned commits have their batches in the spool already.
-        tasks: list[asyncio.Future[Any]] = [*self._tasks, *self._abandoned]
+        tasks = [*self._tasks, *self._abandoned]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -128,16 +118,9 @@ class ReportWriter:
             self._loop or asyncio.get_running_loop()
         ).create_future()
         self._pending.append((report, future))
-        if self._busy == 0 and self._submit is not None and not self._degraded:
-            # Nothing is being committed: start at once, so that the store writes this
-            # report while the event loop goes on with the requests that came with it
-            # (they will make the next batch), instead of after all of them. Not while
-            # degraded: a spool segment for every lone report would cost an fsync each.
-            self._start(self._take())
-        else:
-            arrived = self._arrived
-            if arrived is not None and not arrived.done():
-                arrived.set_result(None)
+        arrived = self._arrived
+        if arrived is not None and not arrived.done():
+            arrived.set_result(None)
         return await future
 
     async def _commit_loop(self) -> None:
@@ -147,74 +130,38 @@ class ReportWriter:
         # so the fsync, not the hand-over between batches, sets the pace.
         # A batch is taken once a slot is free, so reports that arrive while every slot is
         # busy make one larger batch rather than several small ones.
+        slots = asyncio.Semaphore(self.max_inflight)
         loop = asyncio.get_running_loop()
         while True:
-            while self._busy >= self.max_inflight:
-                self._freed = loop.create_future()
-                try:
-                    await self._freed
-                finally:
-                    self._freed = None
+            await slots.acquire()
             while not self._pending:
                 self._arrived = loop.create_future()
                 try:
                     await self._arrived
                 finally:
                     self._arrived = None
-            if self._busy < self.max_inflight:  # add() may have started one meanwhile
-                self._start(self._take())
+            batch = self._pending[: self.batch_max]
+            del self._pending[: self.batch_max]
+            task = asyncio.create_task(self._guarded_commit(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            task.add_done_callback(lambda _: slots.release())
 
-    def _take(self) -> list[_Item]:
-        batch = self._pending[: self.batch_max]
-        del self._pending[: self.batch_max]
-        return batch
-
-    def _start(self, batch: list[_Item]) -> None:
-        """Hand ``batch`` to the store now and settle it in a task of its own."""
-        self._busy += 1
-        commit = None if self._degraded else self._begin([report for report, _ in batch])
-        task = asyncio.create_task(self._guarded_commit(batch, commit))
-        self._inflight.add(task)
-        task.add_done_callback(self._finished)
-
-    def _begin(self, reports: list[NewReport]) -> asyncio.Future[list[StoreOutcome]]:
-        """The store's commit of ``reports``, under way: a store that can take a batch
-        without a task of its own (``submit_many``) has it already."""
-        if self._submit is None:
-            return asyncio.ensure_future(self.store.add_many(reports))
+    async def _guarded_commit(self, batch: list[_Item]) -> None:
         try:
-            return self._submit(reports)
-        except StorageUnavailable as exc:
-            failed: asyncio.Future[list[StoreOutcome]] = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            return failed
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._busy -= 1
-        freed = self._freed
-        if freed is not None and not freed.done():
-            freed.set_result(None)
-
-    async def _guarded_commit(
-        self, batch: list[_Item], commit: asyncio.Future[list[StoreOutcome]] | None
-    ) -> None:
-        try:
-            await self._commit(batch, commit)
+            await self._commit(batch)
         except Exception as exc:
             # A bug must not stop the writer: every later request would wait forever.
             log.exception("commit failed unexpectedly")
             _fail(batch, StorageUnavailable(f"commit failed: {exc!r}"))
 
-    async def _commit(
-        self, batch: list[_Item], commit: asyncio.Future[list[StoreOutcome]] | None
-    ) -> None:
-        """Settle ``batch`` from the store's ``commit`` (None: degraded, spool it)."""
+    async def _commit(self, batch: list[_Item]) -> None:
+        reports = [report for report, _ in batch]
         self.metrics.commit_batch.observe(len(batch))
         started = time.perf_counter()
-        if commit is not None:
+        if not self._degraded:
             try:
-                outcomes = await self._within_timeout(commit)
+                outcomes = await self._add_within_timeout(reports)
             except StorageUnavailable as exc:
                 log.warning("storage unavailable, spooling: %s", exc)
                 self._degraded = self.spool is not None
@@ -229,9 +176,8 @@ class ReportWriter:
                 return
         await self._spool(batch)
 
-    async def _within_timeout(
-        self, commit: asyncio.Future[list[StoreOutcome]]
-    ) -> list[StoreOutcome]:
+    async def _add_within_timeout(self, reports: list[NewReport]) -> list[StoreOutcome]:
+        commit = asyncio.ensure_future(self.store.add_many(reports))
         # asyncio.wait, not wait_for: cancelling a commit on a hung server could itself
         # hang (the driver tries to cancel the query, then to roll back).
         done, _ = await asyncio.wait({commit}, timeout=self.commit_timeout)
@@ -241,7 +187,7 @@ class ReportWriter:
         commit.add_done_callback(self._forget)
         raise StorageUnavailable(f"the store did not commit within {self.commit_timeout} s")
 
-    def _forget(self, commit: asyncio.Future[list[StoreOutcome]]) -> None:
+    def _forget(self, commit: asyncio.Task[list[StoreOutcome]]) -> None:
         self._abandoned.discard(commit)
         if not commit.cancelled() and commit.exception() is not None:
             log.info("an abandoned commit failed: %s", commit.exception())
@@ -304,10 +250,9 @@ class ReportWriter:
             if len(reports) >= self.batch_max:
                 break
         await self.store.add_many(reports)
-        # Counted once stored, before the segments go: an empty spool means counted.
-        self.metrics.replayed.inc(amount=len(reports))
         for segment in taken:
             await asyncio.to_thread(spool.remove, segment)
+        self.metrics.replayed.inc(amount=len(reports))
         return len(reports)
 
 

@@ -179,20 +179,11 @@ class SqliteStore(SqliteOutbox):
         self._require_writer()
         if not reports:
             return []
-        return await self.submit_many(reports)
-
-    def submit_many(self, reports: Sequence[NewReport]) -> asyncio.Future[list[StoreOutcome]]:
-        """Queue a batch for the writer thread now; the future is settled once it is
-        committed. :class:`~tpas.services.writer.ReportWriter` uses this to have the
-        writer start on a batch before the event loop gets back to it."""
         self._require_writer()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[StoreOutcome]] = loop.create_future()
-        if not reports:
-            future.set_result([])
-            return future
         self._jobs.put(_Job(lambda conn: self._insert(conn, reports), loop, future, reports))
-        return future
+        return await future
 
     async def get(self, report_id: int) -> StoredReport | None:
         """One report by id, or ``None``."""
