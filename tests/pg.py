@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -123,17 +124,44 @@ class PrivateServer:
 
     def freeze(self, frozen: bool = True) -> None:
         """Stop (SIGSTOP) or resume (SIGCONT) every process of the cluster: a hung server
-        that keeps its connections open and answers nothing."""
+        that keeps its connections open and answers nothing.
+
+        The postmaster first, and only once it has stopped its children: a backend it was
+        forking as the signal arrived would otherwise be missed and go on answering. The
+        children are then listed again until no new one shows up.
+        """
         try:
             postmaster = int((self.datadir / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return  # not running
-        for pid in [postmaster, *_children(postmaster)]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+        sent = signal.SIGSTOP if frozen else signal.SIGCONT
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(postmaster, sent)
+        if frozen:
+            _wait_until_stopped(postmaster)
+        signalled: set[int] = set()
+        while pending := [pid for pid in _children(postmaster) if pid not in signalled]:
+            for pid in pending:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sent)
+                signalled.add(pid)
 
     def _pg_ctl(self, *args: str) -> None:
         _run_as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args)
+
+
+def _wait_until_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Wait until process ``pid`` is in the stopped state (or gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            return
+        if state in ("T", "t"):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop within {timeout} s")
 
 
 def _children(parent: int) -> list[int]:

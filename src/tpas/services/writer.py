@@ -1,8 +1,13 @@
 """Group commit: one writer turns concurrent report requests into batched transactions.
 
-Each request puts its report on a queue and awaits the outcome. A single loop takes
-everything waiting (up to ``batch_max``) and commits it with one ``add_many``, so
-concurrent requests share one fsync (QUALITY.md REL-1). A request is answered only after
+Each request puts its report on a pending list and awaits the outcome. At the start of the
+next iteration of the event loop, everything waiting (up to ``batch_max``) goes to the
+store as one batch, so concurrent requests share one fsync (QUALITY.md REL-1). Up to
+``max_inflight`` batches are in the store at once; reports that arrive while every slot is
+taken wait, and the first slot freed takes them all. No task is created per batch: the
+SQLite store takes a batch at once (``submit_many``) and reports its outcome in a
+callback, each hop through the event loop saved being a loop iteration (often a
+millisecond under load) that a request no longer waits. A request is answered only after
 its batch is committed, or, when the store cannot commit, after the batch is fsync'd to
 the local spool (REL-4); while the store is down, batches go straight to the spool and a
 replay loop moves them into the store once it answers again.
@@ -19,7 +24,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 import msgspec
 
@@ -46,6 +52,10 @@ class WriteOutcome(msgspec.Struct, frozen=True, gc=False):
 _Item = tuple[NewReport, "asyncio.Future[WriteOutcome]"]
 
 
+Commit = Callable[[list[NewReport], Callable[..., None]], None]
+"""A store's ``submit_many``: queue a batch now, be told its outcome later."""
+
+
 class ReportWriter:
     """Batches :meth:`add` calls into store commits; falls back to the spool."""
 
@@ -66,20 +76,25 @@ class ReportWriter:
         self.batch_max = batch_max
         self.replay_interval = replay_interval
         self.commit_timeout = commit_timeout
-        # Reports waiting for the commit loop, and the loop's wake-up while it waits for
-        # them: a plain list and one future, not an asyncio.Queue, because every request
-        # passes here and a queue's put and get cost several Python calls each.
+        self.max_inflight = max_inflight
+        # Reports waiting for a batch: a plain list, not an asyncio.Queue, because every
+        # request passes here and a queue's put and get cost several Python calls each.
         self._pending: list[_Item] = []
-        self._arrived: asyncio.Future[None] | None = None
+        self._flush_due = False
+        self._flushing = False
+        self._busy = 0
+        """Batches handed over and not settled yet (at most ``max_inflight``)."""
         # The loop the writer runs on, kept: asking asyncio for it costs a system call.
         self._loop: asyncio.AbstractEventLoop | None = None
+        # A store that queues a batch without a task of its own (the SQLite writer thread).
+        self._submit: Commit | None = getattr(store, "submit_many", None)
         self._tasks: list[asyncio.Task[None]] = []
-        # Commits given up on after commit_timeout; kept referenced until they end.
-        self._abandoned: set[asyncio.Task[list[StoreOutcome]]] = set()
+        # Spooling batches, and commits given up on after commit_timeout (kept referenced
+        # until they end).
+        self._spooling: set[asyncio.Task[None]] = set()
+        self._abandoned: set[asyncio.Future[list[StoreOutcome]]] = set()
         self._degraded = False
         self._replay_lock = asyncio.Lock()
-        self.max_inflight = max_inflight
-        self._inflight: set[asyncio.Task[None]] = set()
 
     @property
     def degraded(self) -> bool:
@@ -87,21 +102,16 @@ class ReportWriter:
         return self._degraded
 
     def start(self) -> None:
-        """Start the commit loop and the spool replay loop."""
+        """Start the spool replay loop."""
         self._loop = asyncio.get_running_loop()
-        self._tasks = [
-            asyncio.create_task(self._commit_loop(), name="tpas-commit"),
-            asyncio.create_task(self._replay_loop(), name="tpas-replay"),
-        ]
+        self._tasks = [asyncio.create_task(self._replay_loop(), name="tpas-replay")]
 
     async def stop(self) -> None:
         """Commit whatever is queued, then stop the loops."""
-        while self._pending:
+        while self._pending or self._busy:
             await asyncio.sleep(0.005)
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
         # Abandoned commits have their batches in the spool already.
-        tasks = [*self._tasks, *self._abandoned]
+        tasks: list[asyncio.Future[Any]] = [*self._tasks, *self._abandoned]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -114,97 +124,91 @@ class ReportWriter:
 
         Raises :class:`StorageUnavailable` when neither the store nor the spool took it.
         """
-        future: asyncio.Future[WriteOutcome] = (
-            self._loop or asyncio.get_running_loop()
-        ).create_future()
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[WriteOutcome] = loop.create_future()
         self._pending.append((report, future))
-        arrived = self._arrived
-        if arrived is not None and not arrived.done():
-            arrived.set_result(None)
+        if not self._flush_due:
+            # Every report that arrives in this iteration of the event loop joins the
+            # batch taken at the start of the next one.
+            self._flush_due = True
+            loop.call_soon(self._flush)
         return await future
 
-    async def _commit_loop(self) -> None:
-        # Up to ``max_inflight`` batches are handed to the store at once: while one
-        # commits, the next already waits there (SQLite's writer merges waiting batches
-        # into its next transaction; PostgreSQL commits them on separate connections),
-        # so the fsync, not the hand-over between batches, sets the pace.
-        # A batch is taken once a slot is free, so reports that arrive while every slot is
-        # busy make one larger batch rather than several small ones.
-        slots = asyncio.Semaphore(self.max_inflight)
-        loop = asyncio.get_running_loop()
-        while True:
-            await slots.acquire()
-            while not self._pending:
-                self._arrived = loop.create_future()
-                try:
-                    await self._arrived
-                finally:
-                    self._arrived = None
-            batch = self._pending[: self.batch_max]
-            del self._pending[: self.batch_max]
-            task = asyncio.create_task(self._guarded_commit(batch))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-            task.add_done_callback(lambda _: slots.release())
+    def _flush(self) -> None:
+        """Hand the waiting reports over as batches while fewer than ``max_inflight`` are
+        being committed.
 
-    async def _guarded_commit(self, batch: list[_Item]) -> None:
+        Several batches in flight keep the store busy: while one commits, the next waits
+        there already (SQLite's writer thread merges the waiting ones into its next
+        transaction; PostgreSQL commits them on separate connections), so the fsync, not
+        the hand-over, sets the pace. Reports that arrive while every slot is taken wait
+        here, and the first slot freed takes them all as one batch. The hand-over costs no
+        task and no extra loop iteration: a store with ``submit_many`` (SQLite) has the
+        batch at once and tells its outcome in a callback.
+        """
+        self._flush_due = False
+        self._flushing = True
         try:
-            await self._commit(batch)
-        except Exception as exc:
-            # A bug must not stop the writer: every later request would wait forever.
-            log.exception("commit failed unexpectedly")
-            _fail(batch, StorageUnavailable(f"commit failed: {exc!r}"))
+            while self._pending and self._busy < self.max_inflight:
+                batch = self._pending[: self.batch_max]
+                del self._pending[: self.batch_max]
+                self._busy += 1
+                self.metrics.commit_batch.observe(len(batch))
+                if self._degraded:
+                    self._spool_later(batch)
+                else:
+                    _Batch(self, batch).begin()
+        finally:
+            self._flushing = False
 
-    async def _commit(self, batch: list[_Item]) -> None:
-        reports = [report for report, _ in batch]
-        self.metrics.commit_batch.observe(len(batch))
-        started = time.perf_counter()
-        if not self._degraded:
-            try:
-                outcomes = await self._add_within_timeout(reports)
-            except StorageUnavailable as exc:
-                log.warning("storage unavailable, spooling: %s", exc)
-                self._degraded = self.spool is not None
-                if self.spool is None:
-                    _fail(batch, exc)
-                    return
-            else:
-                self.metrics.commit_latency.observe(time.perf_counter() - started)
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if not future.done():
-                        future.set_result(WriteOutcome(outcome.id, outcome.duplicate))
-                return
-        await self._spool(batch)
+    def _release(self) -> None:
+        """A batch is settled: its slot takes whatever waits."""
+        self._busy -= 1
+        if self._pending and not self._flush_due and not self._flushing:
+            self._flush()
 
-    async def _add_within_timeout(self, reports: list[NewReport]) -> list[StoreOutcome]:
-        commit = asyncio.ensure_future(self.store.add_many(reports))
-        # asyncio.wait, not wait_for: cancelling a commit on a hung server could itself
-        # hang (the driver tries to cancel the query, then to roll back).
-        done, _ = await asyncio.wait({commit}, timeout=self.commit_timeout)
-        if done:
-            return commit.result()
-        self._abandoned.add(commit)
-        commit.add_done_callback(self._forget)
-        raise StorageUnavailable(f"the store did not commit within {self.commit_timeout} s")
+    def _store_failed(self, batch: list[_Item], error: StorageUnavailable) -> None:
+        """The store could not take ``batch``: spool it (and what follows), or fail it."""
+        log.warning("storage unavailable, spooling: %s", error)
+        if self.spool is None:
+            _fail(batch, error)
+            self._release()
+            return
+        self._degraded = True
+        self._spool_later(batch)
 
-    def _forget(self, commit: asyncio.Task[list[StoreOutcome]]) -> None:
+    def _spool_later(self, batch: list[_Item]) -> None:
+        task = asyncio.create_task(self._spool(batch))
+        self._spooling.add(task)
+        task.add_done_callback(self._spooled)
+
+    def _spooled(self, task: asyncio.Task[None]) -> None:
+        self._spooling.discard(task)
+        self._release()
+
+    def _forget(self, commit: asyncio.Future[list[StoreOutcome]]) -> None:
         self._abandoned.discard(commit)
         if not commit.cancelled() and commit.exception() is not None:
             log.info("an abandoned commit failed: %s", commit.exception())
 
     async def _spool(self, batch: list[_Item]) -> None:
-        spool = self.spool
-        assert spool is not None
         try:
-            await asyncio.to_thread(spool.append, [report for report, _ in batch])
-        except StorageUnavailable as exc:
-            log.error("spool unavailable too: %s", exc)
-            _fail(batch, exc)
-            return
-        self.metrics.spooled.inc(amount=len(batch))
-        for _, future in batch:
-            if not future.done():
-                future.set_result(WriteOutcome(None, spooled=True))
+            spool = self.spool
+            assert spool is not None
+            try:
+                await asyncio.to_thread(spool.append, [report for report, _ in batch])
+            except StorageUnavailable as exc:
+                log.error("spool unavailable too: %s", exc)
+                _fail(batch, exc)
+                return
+            self.metrics.spooled.inc(amount=len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(WriteOutcome(None, spooled=True))
+        except Exception as exc:
+            # A bug must not leave requests waiting forever.
+            log.exception("spooling failed unexpectedly")
+            _fail(batch, StorageUnavailable(f"spooling failed: {exc!r}"))
 
     async def _replay_loop(self) -> None:
         while True:
@@ -250,9 +254,11 @@ class ReportWriter:
             if len(reports) >= self.batch_max:
                 break
         await self.store.add_many(reports)
+        # Counted once committed, before the segments go: whoever sees the spool empty
+        # sees these counted.
+        self.metrics.replayed.inc(amount=len(reports))
         for segment in taken:
             await asyncio.to_thread(spool.remove, segment)
-        self.metrics.replayed.inc(amount=len(reports))
         return len(reports)
 
 
@@ -260,3 +266,83 @@ def _fail(batch: list[_Item], exc: StorageUnavailable) -> None:
     for _, future in batch:
         if not future.done():
             future.set_exception(exc)
+
+
+class _Batch:
+    """One batch on its way into the store: its commit, its deadline, its answers."""
+
+    __slots__ = ("_commit", "_items", "_settled", "_started", "_timer", "_writer")
+
+    def __init__(self, writer: ReportWriter, items: list[_Item]) -> None:
+        self._writer = writer
+        self._items = items
+        self._settled = False
+        self._started = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._commit: asyncio.Future[list[StoreOutcome]] | None = None
+
+    def begin(self) -> None:
+        writer = self._writer
+        loop = writer._loop or asyncio.get_running_loop()
+        reports = [report for report, _ in self._items]
+        self._started = time.perf_counter()
+        # A store that neither commits nor fails within commit_timeout counts as down.
+        self._timer = loop.call_later(writer.commit_timeout, self._expire)
+        if writer._submit is not None:
+            try:
+                writer._submit(reports, self._outcome)
+            except StorageUnavailable as exc:
+                self._outcome(None, exc)
+            return
+        self._commit = asyncio.ensure_future(writer.store.add_many(reports))
+        self._commit.add_done_callback(self._committed)
+
+    def _committed(self, commit: asyncio.Future[list[StoreOutcome]]) -> None:
+        if commit.cancelled():
+            self._outcome(None, StorageUnavailable("the commit was cancelled"))
+        elif (error := commit.exception()) is not None:
+            self._outcome(None, error)
+        else:
+            self._outcome(commit.result(), None)
+
+    def _outcome(self, outcomes: list[StoreOutcome] | None, error: BaseException | None) -> None:
+        if self._settled:  # given up on already: the batch is in the spool
+            if error is not None and self._commit is None:  # (else _forget tells)
+                log.info("an abandoned commit failed: %s", error)
+            return
+        self._settled = True
+        if self._timer is not None:
+            self._timer.cancel()
+        writer = self._writer
+        if isinstance(error, StorageUnavailable):
+            writer._store_failed(self._items, error)
+            return
+        try:
+            if error is not None:
+                # A bug, not an outage: fail this batch alone, and keep the writer going.
+                log.error("commit failed unexpectedly", exc_info=error)
+                _fail(self._items, StorageUnavailable(f"commit failed: {error!r}"))
+            else:
+                assert outcomes is not None
+                writer.metrics.commit_latency.observe(time.perf_counter() - self._started)
+                for (_, future), outcome in zip(self._items, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(WriteOutcome(outcome.id, outcome.duplicate))
+        except Exception as exc:
+            # A bug must not stop the writer: every later request would wait forever.
+            log.exception("settling a commit failed unexpectedly")
+            _fail(self._items, StorageUnavailable(f"commit failed: {exc!r}"))
+        writer._release()
+
+    def _expire(self) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        writer = self._writer
+        if self._commit is not None:
+            # asyncio.wait's way, not wait_for's: cancelling a commit on a hung server
+            # could itself hang (the driver tries to cancel the query, then to roll back).
+            writer._abandoned.add(self._commit)
+            self._commit.add_done_callback(writer._forget)
+        error = StorageUnavailable(f"the store did not commit within {writer.commit_timeout} s")
+        writer._store_failed(self._items, error)
