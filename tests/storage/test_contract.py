@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import fields
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from msgspec.structs import replace
@@ -39,8 +39,21 @@ def new_report(n: int, **changes: Any) -> NewReport:
         rssi=-100.0 - n,
         snr=7.25,
         spreading_factor=7,
+        signed_at=T0 + n + 0.25,
     )
     return replace(report, **changes)
+
+
+# Each key comes with the time it covers: a token signs the query's Time (signed_at), a
+# frame key covers the body's Time. A real repeat cannot change one without the other, and
+# the stores rely on it (their unique indexes lead with these times).
+_COVERED: Final = {"token": "signed_at", "frame_key": "time"}
+
+
+def twin(report: NewReport, of: NewReport, *keys: str) -> NewReport:
+    """``report`` with the given keys of ``of`` (``"token"``, ``"frame_key"``), each with
+    the time it covers."""
+    return replace(report, **{f: getattr(of, f) for key in keys for f in (key, _COVERED[key])})
 
 
 def run(store: ReportStore, scenario: Callable[[ReportStore], Awaitable[None]]) -> None:
@@ -152,7 +165,7 @@ def test_empty_batch_stores_nothing(make_store: MakeStore) -> None:
 def test_duplicate_is_stored_once(make_store: MakeStore, same: str) -> None:
     """A report with an already stored token or frame key is a duplicate of the original."""
     original = new_report(1)
-    again = replace(new_report(2), **{same: getattr(original, same)})
+    again = twin(new_report(2), original, same)
 
     async def scenario(store: ReportStore) -> None:
         [first] = await store.add_many([original])
@@ -163,10 +176,28 @@ def test_duplicate_is_stored_once(make_store: MakeStore, same: str) -> None:
     run(make_store(), scenario)
 
 
+def test_alarms_with_one_frame_key_are_duplicates_whatever_their_time(
+    make_store: MakeStore,
+) -> None:
+    """An alarm without a Time stores its CreationTime as its time, which its frame key
+    does not cover: the same frame key with another CreationTime is still a duplicate."""
+    alarm = new_report(1, kind="device_alarm", time="2026-11-27T10:00:00.000+00:00")
+    again = new_report(
+        2, kind="device_alarm", time="2026-11-27T10:05:00.000+00:00", frame_key=alarm.frame_key
+    )
+
+    async def scenario(store: ReportStore) -> None:
+        [first] = await store.add_many([alarm])
+        assert await store.add_many([again]) == [StoreOutcome(first.id, duplicate=True)]
+        assert await all_ids(store) == [first.id]
+
+    run(make_store(), scenario)
+
+
 def test_token_matches_before_frame_key(make_store: MakeStore) -> None:
     """A report colliding with one row by token and another by frame key names the first."""
     by_token, by_frame = new_report(1), new_report(2)
-    both = new_report(3, token=by_token.token, frame_key=by_frame.frame_key)
+    both = twin(twin(new_report(3), by_token, "token"), by_frame, "frame_key")
 
     async def scenario(store: ReportStore) -> None:
         _, token_row = await store.add_many([by_frame, by_token])
@@ -179,7 +210,7 @@ def test_token_matches_before_frame_key(make_store: MakeStore) -> None:
 def test_same_keys_in_another_application_are_stored(make_store: MakeStore, same: str) -> None:
     """Tokens and frame keys are unique per application, not across applications."""
     farm = new_report(1)
-    dairy = replace(new_report(2, application="dairy"), **{same: getattr(farm, same)})
+    dairy = twin(new_report(2, application="dairy"), farm, same)
 
     async def scenario(store: ReportStore) -> None:
         first, second = await store.add_many([farm, dairy])
@@ -195,7 +226,7 @@ def test_batch_with_internal_duplicates(make_store: MakeStore) -> None:
     a, b = new_report(1), new_report(2)
 
     async def scenario(store: ReportStore) -> None:
-        outcomes = await store.add_many([a, b, a, replace(new_report(3), token=b.token)])
+        outcomes = await store.add_many([a, b, a, twin(new_report(3), b, "token")])
         assert [o.duplicate for o in outcomes] == [False, False, True, True]
         assert outcomes[0].id < outcomes[1].id
         assert outcomes[2].id == outcomes[0].id
@@ -212,9 +243,9 @@ def test_batch_mixing_new_and_stored_reports(make_store: MakeStore) -> None:
         new_report(10),
         old[2],
         new_report(11),
-        replace(new_report(12), frame_key=old[0].frame_key),
+        twin(new_report(12), old[0], "frame_key"),
         new_report(13),
-        replace(new_report(14), token=new_report(11).token),
+        twin(new_report(14), new_report(11), "token"),
         old[1],
     ]
 

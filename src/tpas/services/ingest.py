@@ -178,16 +178,23 @@ def frame_key(model: Document) -> str:
 
 
 def new_report(
-    app: str, model: Document, token: str, body: bytes, content_type: str, received_at: float
+    app: str,
+    model: Document,
+    token: str,
+    body: bytes,
+    content_type: str,
+    received_at: float,
+    signed_at: float = 0.0,
 ) -> NewReport:
-    """The storable form of a verified report."""
+    """The storable form of a verified report; ``signed_at`` is the query's Time in epoch
+    seconds (0 when it has none)."""
     shape = _shape(type(model))
     dev_eui, lrr_id, time_text, creation_time = shape.head(model)
     time_text = time_text or creation_time
     parsed = parse_time(time_text)
     identity = dev_eui or (lrr_id if shape.has_lrr_id else "")
     # Positional, in NewReport's field order: one of these is built for every report.
-    return NewReport(
+    fields: tuple[Any, ...] = (
         app,
         model.kind,
         dev_eui.upper() if dev_eui else None,
@@ -199,7 +206,9 @@ def new_report(
         body,
         content_type,
         *shape.tail(model),
+        signed_at,
     )
+    return NewReport(*fields)
 
 
 class IngestService:
@@ -260,7 +269,10 @@ class IngestService:
                 return self._refuse(400, "not_a_report", verdict.detail)
             return self._refuse(_STATUS[verdict.reason], verdict.reason.value, verdict.detail)
         model = checked.model
-        report = new_report(app.name, model, checked.token, body, content_type, now.timestamp())
+        signed_at = verdict.query_time.timestamp() if verdict.query_time is not None else 0.0
+        report = new_report(
+            app.name, model, checked.token, body, content_type, now.timestamp(), signed_at
+        )
         try:
             outcome = await self.writer.add(report)
         except StorageUnavailable:

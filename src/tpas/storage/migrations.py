@@ -18,7 +18,15 @@ from tpas.errors import StorageUnavailable
 if TYPE_CHECKING:  # psycopg takes ~0.2 s to import; SQLite-only processes never need it
     import psycopg
 
-__all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "apply_postgres", "apply_sqlite"]
+__all__ = [
+    "FRAME_TIME",
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "TIME_LED_KEYS",
+    "Migration",
+    "apply_postgres",
+    "apply_sqlite",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +46,40 @@ _REPORT_INDEXES: Final = (
     "CREATE INDEX reports_dev_eui_id ON reports (dev_eui, id)",
     "CREATE INDEX reports_kind_id ON reports (kind, id)",
     "CREATE INDEX reports_time_ts ON reports (time_ts)",
+)
+
+# The duplicate keys (QUALITY.md SEC-5) as of version 4. Each unique index leads with a
+# time the key itself stands for, so that new reports land together at the end of it
+# rather than on a random leaf each: a token signs its query, Time included (signed_at:
+# that Time in epoch seconds, 0 when the query has none), and the frame key covers the
+# body's Time, which is what "time" holds, except for the alarms: theirs falls back to
+# CreationTime, which their frame key does not cover, so they are keyed by '' instead.
+# Equal keys have equal times, so each index refuses exactly what the plain (application,
+# token) and (application, frame_key) ones did; with random leaves every commit wrote
+# about four pages per report to the write-ahead log, now one and a half. Rows stored
+# before version 4 have no signed_at (NULL): their tokens stay unique through the partial
+# index, which new rows never enter, and the stores look them up before inserting while
+# such rows exist. The frame key's time is FRAME_TIME, which lookups must repeat as is.
+FRAME_TIME: Final = (
+    "CASE WHEN kind IN ('device_alarm', 'base_station_alarm') THEN '' "
+    "ELSE COALESCE(\"time\", '') END"
+)
+_REPORT_KEYS: Final = (
+    "CREATE UNIQUE INDEX reports_signed_token ON reports (application, signed_at, token)",
+    "CREATE UNIQUE INDEX reports_legacy_token ON reports (application, token) "
+    "WHERE signed_at IS NULL",
+    f"CREATE UNIQUE INDEX reports_time_frame_key ON reports (application, ({FRAME_TIME}), "
+    "frame_key)",
+)
+
+TIME_LED_KEYS: Final = 4
+"""The schema version whose duplicate keys lead with a time (and reports have signed_at)."""
+
+# The columns of reports as of version 3, in order.
+_V3_COLUMNS: Final = (
+    'id, application, kind, dev_eui, "time", time_ts, received_at, token, frame_key, body, '
+    "content_type, fport, fcnt_up, fcnt_dn, payload_hex, rssi, snr, spreading_factor, lat, "
+    "lon, correlation_id"
 )
 
 # The statuses of tpas.storage.ports.DownlinkStatus, frozen as of version 2: a migration
@@ -212,6 +254,56 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         postgres=(
             "ALTER TABLE reports DROP COLUMN report_json",
             "DROP INDEX reports_application_dev_eui_id",
+        ),
+    ),
+    Migration(
+        version=TIME_LED_KEYS,
+        name="time-led duplicate keys",
+        # SQLite cannot drop the indexes of a table's UNIQUE constraints: the table is
+        # built again without them (its rows, ids and AUTOINCREMENT counter copied).
+        sqlite=(
+            """
+            CREATE TABLE reports_v4 (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                application TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                dev_eui TEXT,
+                "time" TEXT,
+                time_ts REAL NOT NULL,
+                received_at REAL NOT NULL,
+                token TEXT NOT NULL,
+                frame_key TEXT NOT NULL,
+                body BLOB NOT NULL,
+                content_type TEXT NOT NULL,
+                fport INTEGER,
+                fcnt_up INTEGER,
+                fcnt_dn INTEGER,
+                payload_hex TEXT,
+                rssi REAL,
+                snr REAL,
+                spreading_factor INTEGER,
+                lat REAL,
+                lon REAL,
+                correlation_id TEXT,
+                signed_at REAL
+            )
+            """,
+            # S608: constant column names only.
+            f"INSERT INTO reports_v4 ({_V3_COLUMNS}) SELECT {_V3_COLUMNS} FROM reports",  # noqa: S608
+            "UPDATE sqlite_sequence SET seq = "
+            "(SELECT seq FROM sqlite_sequence WHERE name = 'reports') WHERE name = 'reports_v4'",
+            "DROP TABLE reports",
+            "ALTER TABLE reports_v4 RENAME TO reports",
+            "CREATE INDEX reports_dev_eui_id ON reports (dev_eui, id)",
+            "CREATE INDEX reports_kind_id ON reports (kind, id)",
+            "CREATE INDEX reports_time_ts ON reports (time_ts)",
+            *_REPORT_KEYS,
+        ),
+        postgres=(
+            "ALTER TABLE reports ADD COLUMN signed_at DOUBLE PRECISION",
+            *_REPORT_KEYS,
+            "ALTER TABLE reports DROP CONSTRAINT reports_application_token_key",
+            "ALTER TABLE reports DROP CONSTRAINT reports_application_frame_key_key",
         ),
     ),
 )

@@ -67,6 +67,10 @@ class NewReport(msgspec.Struct, frozen=True, gc=False):
     lat: float | None = None
     lon: float | None = None
     correlation_id: str | None = None
+    signed_at: float = 0.0
+    """The query's Time, which the token signs, in epoch seconds; 0 when it has none. The
+    same token always comes with the same Time: the stores key tokens by both, so that
+    new tokens sit together in their index (see ``tpas.storage.migrations``)."""
 
 
 class StoreOutcome(msgspec.Struct, frozen=True, gc=False):

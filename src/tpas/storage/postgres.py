@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from tpas.errors import StorageUnavailable
-from tpas.storage.migrations import apply_postgres
+from tpas.storage.migrations import TIME_LED_KEYS, apply_postgres
 from tpas.storage.ports import (
     DeviceSummary,
     NewReport,
@@ -44,9 +44,11 @@ from tpas.storage.postgres_outbox import PostgresOutbox
 from tpas.storage.sql import (
     INSERT_CHUNK,
     Statements,
+    duplicate_params,
     fold_devices,
     insert_params,
     inserted_ids,
+    legacy_twins,
     numbered_insert_rows,
     to_stored,
 )
@@ -123,6 +125,8 @@ class PostgresStore(PostgresOutbox):
         self._pings: set[asyncio.Future[None]] = set()
         # When each pooled connection last completed its work without an error.
         self._answered: weakref.WeakKeyDictionary[_Connection, float] = weakref.WeakKeyDictionary()
+        self._legacy_rows = False
+        """Whether the database holds rows stored before schema version 4."""
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where!r})"
@@ -135,7 +139,14 @@ class PostgresStore(PostgresOutbox):
             async with await AsyncConnection.connect(
                 self._dsn, autocommit=True, connect_timeout=self._connect_timeout
             ) as conn:
-                await apply_postgres(conn)
+                if await apply_postgres(conn) >= TIME_LED_KEYS:
+                    # Rows stored before schema version 4 keep their tokens in an index of
+                    # their own, which inserts must then consult; none are added afterwards.
+                    cursor = await conn.execute(
+                        "SELECT EXISTS (SELECT 1 FROM reports WHERE signed_at IS NULL)"
+                    )
+                    row = await cursor.fetchone()
+                    self._legacy_rows = bool(row and row[0])
         except psycopg.Error as exc:
             raise self._unavailable("cannot open", exc) from exc
         pool: AsyncConnectionPool[_Connection] = AsyncConnectionPool(
@@ -245,15 +256,48 @@ class PostgresStore(PostgresOutbox):
 
     async def _insert(self, conn: _Connection, reports: Sequence[NewReport]) -> list[StoreOutcome]:
         ids: list[int | None] = []
+        legacy: dict[int, int] = {}  # position in reports -> row stored before version 4
         # A raw cursor sends the statement as it is, without rewriting its placeholders.
         async with AsyncRawCursor(conn) as cursor:
             for start in range(0, len(reports), INSERT_CHUNK):
                 chunk = reports[start : start + INSERT_CHUNK]
+                if self._legacy_rows:
+                    found = await self._legacy_twins(conn, chunk)
+                    legacy.update((start + i, row_id) for i, row_id in found.items())
+                    chunk = [r for i, r in enumerate(chunk) if i not in found]
+                    if not chunk:
+                        continue
                 params = [value for report in chunk for value in insert_params(report)]
                 await cursor.execute(numbered_insert_rows(len(chunk)), params)
                 ids += inserted_ids(chunk, await cursor.fetchall())
-        twins = [reports[i] for i, new_id in enumerate(ids) if new_id is None]
-        if not twins:
+        if legacy:
+            # Back to one entry per report: the legacy twins are duplicates of those rows.
+            inserted = iter(ids)
+            return await self._settle_twins(
+                conn,
+                reports,
+                [None if i in legacy else next(inserted) for i in range(len(reports))],
+                legacy,
+            )
+        return await self._settle_twins(conn, reports, ids, {})
+
+    async def _legacy_twins(self, conn: _Connection, chunk: Sequence[NewReport]) -> dict[int, int]:
+        """Which of ``chunk`` repeat a token stored before schema version 4 (by position)."""
+        pairs = [value for report in chunk for value in (report.application, report.token)]
+        cursor = await conn.execute(_SQL.legacy_tokens(len(chunk)), pairs)
+        return legacy_twins(chunk, await cursor.fetchall())
+
+    async def _settle_twins(
+        self,
+        conn: _Connection,
+        reports: Sequence[NewReport],
+        ids: list[int | None],
+        legacy: dict[int, int],
+    ) -> list[StoreOutcome]:
+        """Outcomes for ``reports``, given the id each was inserted under (``None``: a
+        duplicate, of a row named in ``legacy`` or else looked up here)."""
+        twins = [reports[i] for i, new_id in enumerate(ids) if new_id is None and i not in legacy]
+        if not twins and not legacy:
             return [StoreOutcome(new_id, duplicate=False) for new_id in ids if new_id is not None]
         # Read committed: this statement sees rows committed meanwhile by other processes,
         # and the batch's own rows (twins inside one batch): committed already when the
@@ -262,22 +306,23 @@ class PostgresStore(PostgresOutbox):
         # as after a COMMIT whose answer was lost.
         originals: list[int] = []
         async with conn.cursor() as cursor:
-            await cursor.executemany(
-                _SQL.find_duplicate,
-                [(r.application, r.token, r.frame_key, r.token) for r in twins],
-                returning=True,
-            )
-            async for result in cursor.results():
-                row = await result.fetchone()
-                if row is None:  # only if a row were deleted meanwhile; tpas never deletes
-                    raise StorageUnavailable(f"a duplicate's original vanished from {self._where}")
-                originals.append(row[0])
+            if twins:
+                await cursor.executemany(
+                    _SQL.find_duplicate, [duplicate_params(r) for r in twins], returning=True
+                )
+                async for result in cursor.results():
+                    row = await result.fetchone()
+                    if row is None:  # only if a row were deleted meanwhile; tpas never deletes
+                        raise StorageUnavailable(
+                            f"a duplicate's original vanished from {self._where}"
+                        )
+                    originals.append(row[0])
         original = iter(originals)
         return [
             StoreOutcome(new_id, duplicate=False)
             if new_id is not None
-            else StoreOutcome(next(original), duplicate=True)
-            for new_id in ids
+            else StoreOutcome(legacy[i] if i in legacy else next(original), duplicate=True)
+            for i, new_id in enumerate(ids)
         ]
 
     async def _transact(self, work: Callable[[_Connection], Awaitable[_T]]) -> _T:

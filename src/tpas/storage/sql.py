@@ -16,14 +16,18 @@ from dataclasses import fields
 from operator import attrgetter
 from typing import Any, Final
 
+from tpas.storage.migrations import FRAME_TIME
 from tpas.storage.ports import DeviceSummary, NewReport, ReportQuery, StoredReport
 
 __all__ = [
     "INSERT_CHUNK",
     "Statements",
+    "duplicate_params",
     "fold_devices",
     "insert_params",
     "inserted_ids",
+    "latest_params",
+    "legacy_twins",
     "numbered_insert_rows",
     "to_stored",
 ]
@@ -47,7 +51,7 @@ class Statements:
 
     - ``insert``: insert one report; returns its id, or no row when it is a duplicate.
     - ``find_duplicate``: the id of the row a duplicate collided with, by token first, else
-      by frame key; parameters (application, token, frame_key, token).
+      by frame key; parameters from :func:`duplicate_params`.
     - ``select_one``: one report by id.
     - ``select_body``: the original body and content type of one report, by id.
     """
@@ -55,6 +59,7 @@ class Statements:
     __slots__ = (
         "_inserts",
         "_latest",
+        "_legacy",
         "find_duplicate",
         "insert",
         "ph",
@@ -69,27 +74,54 @@ class Statements:
             f"VALUES ({', '.join([ph] * len(_INSERT_COLUMNS))}) "
             "ON CONFLICT DO NOTHING RETURNING id"
         )
+        # One lookup per unique index (migrations._REPORT_KEYS), each led by its time.
         self.find_duplicate = (
-            f"SELECT id FROM reports WHERE application = {ph} "
-            f"AND (token = {ph} OR frame_key = {ph}) "
-            f"ORDER BY CASE WHEN token = {ph} THEN 0 ELSE 1 END LIMIT 1"
+            "SELECT id FROM ("
+            f"SELECT id, 0 AS pref FROM reports WHERE application = {ph} "
+            f"AND signed_at = {ph} AND token = {ph} "
+            f"UNION ALL SELECT id, 0 FROM reports WHERE application = {ph} "
+            f"AND signed_at IS NULL AND token = {ph} "
+            f"UNION ALL SELECT id, 1 FROM reports WHERE application = {ph} "
+            f"AND ({FRAME_TIME}) = {ph} AND frame_key = {ph}"
+            ") AS found ORDER BY pref LIMIT 1"
         )
         self.select_one = f"SELECT {_column_list(_SELECT_COLUMNS)} FROM reports WHERE id = {ph}"
         self.select_body = f"SELECT body, content_type FROM reports WHERE id = {ph}"
         self._inserts: dict[tuple[int, bool], str] = {}
         self._latest: dict[int, str] = {}
+        self._legacy: dict[int, str] = {}
 
     def latest_by_token(self, reports: int) -> str:
-        """(id, application, token) of the stored rows whose (application, token) is one of
-        ``reports`` pairs, newest first, at most as many as the last parameter says."""
+        """(id, application, token) of the stored rows whose (application, signed_at,
+        token) is one of ``reports`` triples, newest first, at most as many as the last
+        parameter says."""
         statement = self._latest.get(reports)
+        if statement is None:
+            triples = ", ".join([f"({self.ph}, {self.ph}, {self.ph})"] * reports)
+            # The keys first (CROSS JOIN keeps that order in SQLite), each then looked up
+            # in the index: as a row-value IN, SQLite scanned the table.
+            statement = (
+                "SELECT r.id, r.application, r.token "
+                f"FROM (VALUES {triples}) AS k CROSS JOIN reports AS r "
+                "WHERE r.application = k.column1 AND r.signed_at = k.column2 "
+                f"AND r.token = k.column3 ORDER BY r.id DESC LIMIT {self.ph}"
+            )
+            self._latest[reports] = statement
+        return statement
+
+    def legacy_tokens(self, reports: int) -> str:
+        """(id, application, token) of the rows stored before schema version 4 (no
+        signed_at) whose (application, token) is one of ``reports`` pairs."""
+        statement = self._legacy.get(reports)
         if statement is None:
             pairs = ", ".join([f"({self.ph}, {self.ph})"] * reports)
             statement = (
-                "SELECT id, application, token FROM reports "
-                f"WHERE (application, token) IN (VALUES {pairs}) ORDER BY id DESC LIMIT {self.ph}"
+                "SELECT r.id, r.application, r.token "
+                f"FROM (VALUES {pairs}) AS k CROSS JOIN reports AS r "
+                "WHERE r.signed_at IS NULL AND r.application = k.column1 "
+                "AND r.token = k.column2"
             )
-            self._latest[reports] = statement
+            self._legacy[reports] = statement
         return statement
 
     def insert_rows(self, rows: int, *, returning: bool = True) -> str:
@@ -194,6 +226,37 @@ def insert_params(report: NewReport) -> tuple[Any, ...]:
     if report.dev_eui is not None:
         values = (*values[:_DEV_EUI_AT], report.dev_eui.upper(), *values[_DEV_EUI_AT + 1 :])
     return values
+
+
+_ALARMS: Final = frozenset({"device_alarm", "base_station_alarm"})
+
+
+def duplicate_params(report: NewReport) -> tuple[Any, ...]:
+    """The parameters of :attr:`Statements.find_duplicate` for ``report``."""
+    app, token = report.application, report.token
+    frame_time = "" if report.kind in _ALARMS else report.time or ""  # migrations.FRAME_TIME
+    return (app, report.signed_at, token, app, token, app, frame_time, report.frame_key)
+
+
+def latest_params(reports: Sequence[NewReport], limit: int) -> tuple[int, list[Any]]:
+    """For :meth:`Statements.latest_by_token`: how many distinct keys ``reports`` have, and
+    the parameters. Each key once: a key repeated would return its row as many times."""
+    keys = dict.fromkeys((r.application, r.signed_at, r.token) for r in reports)
+    params: list[Any] = [value for key in keys for value in key]
+    params.append(limit)
+    return len(keys), params
+
+
+def legacy_twins(reports: Sequence[NewReport], rows: Iterable[Sequence[Any]]) -> dict[int, int]:
+    """Which of ``reports`` repeat the token of a row stored before schema version 4, by
+    position, with that row's id; ``rows`` are what :meth:`Statements.legacy_tokens`
+    returned."""
+    found = {(application, token): row_id for row_id, application, token in rows}
+    return {
+        i: found[r.application, r.token]
+        for i, r in enumerate(reports)
+        if (r.application, r.token) in found
+    }
 
 
 def inserted_ids(

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from tpas.errors import StorageUnavailable
-from tpas.storage.migrations import apply_sqlite
+from tpas.storage.migrations import TIME_LED_KEYS, apply_sqlite
 from tpas.storage.ports import (
     DeviceSummary,
     NewReport,
@@ -41,9 +41,12 @@ from tpas.storage.ports import (
 from tpas.storage.sql import (
     INSERT_CHUNK,
     Statements,
+    duplicate_params,
     fold_devices,
     insert_params,
     inserted_ids,
+    latest_params,
+    legacy_twins,
     to_stored,
 )
 from tpas.storage.sqlite_outbox import SqliteOutbox
@@ -53,11 +56,13 @@ __all__ = ["SqliteStore"]
 _T = TypeVar("_T")
 _MERGE_MAX = 64
 
-# Seconds between checkpoints of the write-ahead log: often enough that each one writes
-# little at a time (a second's worth at full load made the commits that waited behind its
-# writes the slowest: ingest bench p99 21-37 ms against 18-21 ms), rarely enough that pages
-# written again within the interval are copied once (every 0.1 s cost a tenth of the rate).
-_CHECKPOINT_INTERVAL = 0.25
+# Seconds between checkpoints of the write-ahead log: often, so that each one writes little
+# at a time. A commit whose fsync waits behind a checkpoint's writes is the slowest there
+# is: a second's worth at full load gave an ingest bench p99 of 21-37 ms. Once the
+# time-led keys of schema 4 had made the server faster, 0.25 s gave 21-48 ms (four runs)
+# and 0.1 s 10-13 ms (two), at the same rate. (Before schema 4, with four log pages per
+# report rather than one and a half, 0.1 s cost a tenth of the rate.)
+_CHECKPOINT_INTERVAL = 0.1
 _RETRY_PAUSE = 0.02  # seconds between attempts to prepare a database another process holds
 _WAL_LIMIT = 64 * 1024 * 1024  # bytes of write-ahead log past which the writer empties it
 _CACHE_KIB = 4 * 1024  # the writer's page cache
@@ -133,6 +138,8 @@ class SqliteStore(SqliteOutbox):
         self._checkpoint_now = threading.Event()
         self._catch_up = False
         """Set by the checkpointer when the writer should finish a checkpoint."""
+        self._legacy_rows = False
+        """Whether the database holds rows stored before schema version 4."""
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -473,41 +480,62 @@ class SqliteStore(SqliteOutbox):
         # A multi-row statement inside a transaction keeps a statement journal: in memory
         # rather than a temporary file created and unlinked in every commit.
         conn.execute("PRAGMA temp_store = MEMORY")
-        apply_sqlite(conn)
+        if apply_sqlite(conn) >= TIME_LED_KEYS:
+            # Rows stored before schema version 4 keep their tokens in an index of their
+            # own, which inserts must then consult; none are added after the migration.
+            (legacy,) = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM reports WHERE signed_at IS NULL)"
+            ).fetchone()
+            self._legacy_rows = bool(legacy)
+
+    def _insert(
+        self, conn: sqlite3.Connection, *, reports: Sequence[NewReport]
+    ) -> list[StoreOutcome]:
+        outcomes: list[StoreOutcome] = []
+        for start in range(0, len(reports), INSERT_CHUNK):
+            chunk = reports[start : start + INSERT_CHUNK]
+            twins: dict[int, int] = {}
+            if self._legacy_rows:
+                pairs = [value for report in chunk for value in (report.application, report.token)]
+                rows = conn.execute(_SQL.legacy_tokens(len(chunk)), pairs).fetchall()
+                twins = legacy_twins(chunk, rows)
+            if not twins:
+                outcomes += self._insert_chunk(conn, chunk)
+                continue
+            fresh = [report for i, report in enumerate(chunk) if i not in twins]
+            stored = iter(self._insert_chunk(conn, fresh) if fresh else [])
+            outcomes += [
+                StoreOutcome(twins[i], duplicate=True) if i in twins else next(stored)
+                for i in range(len(chunk))
+            ]
+        return outcomes
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, *, reports: Sequence[NewReport]) -> list[StoreOutcome]:
+    def _insert_chunk(conn: sqlite3.Connection, chunk: Sequence[NewReport]) -> list[StoreOutcome]:
+        """Insert up to INSERT_CHUNK reports with one statement."""
         # Without RETURNING: the writer would give up and retake the GIL for every
         # returned row. When every row of a statement is inserted, their ids are
         # consecutive, in the order of its VALUES, ending at lastrowid (this connection
         # holds the write lock, and ids only grow).
+        params = [value for report in chunk for value in insert_params(report)]
+        cursor = conn.execute(_SQL.insert_rows(len(chunk), returning=False), params)
+        inserted, last = cursor.rowcount, cursor.lastrowid
+        if inserted == len(chunk) and last is not None:
+            first = last - inserted + 1
+            return [StoreOutcome(first + i, duplicate=False) for i in range(inserted)]
+        # Some were duplicates (rare): which reports did this statement insert? Its rows
+        # are the newest of those sharing a token with the chunk (ids only grow).
+        returned: list[Any] = []
+        if inserted > 0:
+            keys, params = latest_params(chunk, inserted)
+            returned = conn.execute(_SQL.latest_by_token(keys), params).fetchall()
         outcomes: list[StoreOutcome] = []
-        for start in range(0, len(reports), INSERT_CHUNK):
-            chunk = reports[start : start + INSERT_CHUNK]
-            params = [value for report in chunk for value in insert_params(report)]
-            cursor = conn.execute(_SQL.insert_rows(len(chunk), returning=False), params)
-            inserted, last = cursor.rowcount, cursor.lastrowid
-            if inserted == len(chunk) and last is not None:
-                first = last - inserted + 1
-                outcomes += [StoreOutcome(first + i, duplicate=False) for i in range(inserted)]
+        for report, row_id in zip(chunk, inserted_ids(chunk, returned), strict=True):
+            if row_id is not None:
+                outcomes.append(StoreOutcome(row_id, duplicate=False))
                 continue
-            # Some were duplicates (rare): which reports did this statement insert? Its
-            # rows are the newest of those sharing a token with the chunk (ids only grow).
-            returned: list[Any] = []
-            if inserted > 0:
-                pairs = [value for report in chunk for value in (report.application, report.token)]
-                returned = conn.execute(
-                    _SQL.latest_by_token(len(chunk)), [*pairs, inserted]
-                ).fetchall()
-            for report, row_id in zip(chunk, inserted_ids(chunk, returned), strict=True):
-                if row_id is not None:
-                    outcomes.append(StoreOutcome(row_id, duplicate=False))
-                    continue
-                (existing,) = conn.execute(
-                    _SQL.find_duplicate,
-                    (report.application, report.token, report.frame_key, report.token),
-                ).fetchone()
-                outcomes.append(StoreOutcome(existing, duplicate=True))
+            (existing,) = conn.execute(_SQL.find_duplicate, duplicate_params(report)).fetchone()
+            outcomes.append(StoreOutcome(existing, duplicate=True))
         return outcomes
 
     async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
