@@ -93,20 +93,16 @@ class Statements:
 
     def latest_by_token(self, reports: int) -> str:
         """(id, application, token) of the stored rows whose (application, signed_at,
-        token) is one of ``reports`` triples, newest first, at most as many as the last
-        parameter says."""
+        token) is one of ``reports`` distinct triples, newest first, at most as many as the
+        last parameter says."""
         statement = self._latest.get(reports)
         if statement is None:
-            triples = ", ".join([f"({self.ph}, {self.ph}, {self.ph})"] * reports)
-            # The keys first (CROSS JOIN keeps that order in SQLite), each then looked up
-            # in the index: as a row-value IN, SQLite scanned the table.
-            statement = (
-                "SELECT r.id, r.application, r.token "
-                f"FROM (VALUES {triples}) AS k CROSS JOIN reports AS r "
-                "WHERE r.application = k.column1 AND r.signed_at = k.column2 "
-                f"AND r.token = k.column3 ORDER BY r.id DESC LIMIT {self.ph}"
+            statement = self._latest[reports] = self._rows_by_keys(
+                reports,
+                3,
+                "r.application = k.column1 AND r.signed_at = k.column2 "
+                f"AND r.token = k.column3 ORDER BY r.id DESC LIMIT {self.ph}",
             )
-            self._latest[reports] = statement
         return statement
 
     def legacy_tokens(self, reports: int) -> str:
@@ -114,15 +110,22 @@ class Statements:
         signed_at) whose (application, token) is one of ``reports`` pairs."""
         statement = self._legacy.get(reports)
         if statement is None:
-            pairs = ", ".join([f"({self.ph}, {self.ph})"] * reports)
-            statement = (
-                "SELECT r.id, r.application, r.token "
-                f"FROM (VALUES {pairs}) AS k CROSS JOIN reports AS r "
-                "WHERE r.signed_at IS NULL AND r.application = k.column1 "
-                "AND r.token = k.column2"
+            statement = self._legacy[reports] = self._rows_by_keys(
+                reports,
+                2,
+                "r.signed_at IS NULL AND r.application = k.column1 AND r.token = k.column2",
             )
-            self._legacy[reports] = statement
         return statement
+
+    def _rows_by_keys(self, keys: int, width: int, condition: str) -> str:
+        # The keys (``width`` values each, k.column1...) first, CROSS JOIN keeping that
+        # order in SQLite, each then looked up in an index: as a row-value IN, SQLite
+        # scanned the table.
+        values = ", ".join([f"({', '.join([self.ph] * width)})"] * keys)
+        return (
+            "SELECT r.id, r.application, r.token "
+            f"FROM (VALUES {values}) AS k CROSS JOIN reports AS r WHERE {condition}"
+        )
 
     def insert_rows(self, rows: int, *, returning: bool = True) -> str:
         """``INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING id,
