@@ -188,6 +188,34 @@ def test_authentication_is_checked_before_parameters(shared_server: Server) -> N
     assert (answer.status_code, answer.json()["error"]) == (401, "unauthorized")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b'{"application": 7}', b"[]"],
+    ids=["malformed-json", "invalid-field", "not-an-object"],
+)
+@pytest.mark.parametrize(
+    "headers", [c[1] for c in BAD_CREDENTIALS], ids=[c[0] for c in BAD_CREDENTIALS]
+)
+def test_authentication_is_checked_before_the_body(
+    shared_server: Server, body: bytes, headers: dict[str, str]
+) -> None:
+    """A downlink request without the token gets 401 whatever its body: nothing about
+    the body's validity is told to an unauthenticated client."""
+    answer = httpx.post(
+        f"{shared_server.url}/api/downlinks",
+        content=body,
+        headers={"Content-Type": "application/json", **headers},
+        timeout=10,
+    )
+    assert (answer.status_code, answer.json()["error"]) == (401, "unauthorized")
+    assert answer.headers["WWW-Authenticate"] == "Bearer"
+    # With the token, the same body is refused for what it is.
+    answer = shared_server.client.post(
+        "/api/downlinks", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code in (400, 422)
+
+
 OPEN_PATHS = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"]
 
 

@@ -200,14 +200,20 @@ def create_api(services: Services) -> FastAPI:
     tokens = [t.reveal().encode() for t in services.settings.api.tokens]
     store = services.store
 
+    def refusal(credentials: HTTPAuthorizationCredentials | None) -> ApiError | None:
+        """Why these credentials are refused, or None when they are accepted."""
+        if credentials is None:
+            return ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+        given = credentials.credentials.encode()
+        if not any(hmac.compare_digest(given, t) for t in tokens):
+            return ApiError(401, "unauthorized", "this bearer token is not accepted")
+        return None
+
     def authorised(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> None:
-        if credentials is None:
-            raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-        given = credentials.credentials.encode()
-        if not any(hmac.compare_digest(given, t) for t in tokens):
-            raise ApiError(401, "unauthorized", "this bearer token is not accepted")
+        if (refused := refusal(credentials)) is not None:
+            raise refused
 
     @api.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -215,7 +221,13 @@ def create_api(services: Services) -> FastAPI:
         return JSONResponse({"error": exc.error, "detail": exc.detail}, exc.status, headers=headers)
 
     @api.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A body that is not JSON is refused before the dependencies run, authentication
+        # included: an unauthenticated client must learn nothing about its request.
+        if request.url.path.startswith("/api/"):
+            refused = refusal(await bearer(request))
+            if refused is not None:
+                return await _api_error(request, refused)
         first = exc.errors()[0] if exc.errors() else {}
         if first.get("type") == "json_invalid":
             return JSONResponse({"error": "malformed_json", "detail": "the body is not JSON"}, 400)
