@@ -793,8 +793,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-rate",
         type=int,
-        default=20_000,
-        help="req/s to pre-sign requests for; no request repeats below it (20000)",
+        default=40_000,
+        help="req/s to pre-sign requests for; no request repeats below it (40000)",
     )
     parser.add_argument(
         "--postgres",
