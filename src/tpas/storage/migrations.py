@@ -23,6 +23,7 @@ __all__ = [
     "LATEST_VERSION",
     "MIGRATIONS",
     "TIME_LED_KEYS",
+    "UNTIMED_FRAME_KINDS",
     "Migration",
     "apply_postgres",
     "apply_sqlite",
@@ -60,8 +61,10 @@ _REPORT_INDEXES: Final = (
 # before version 4 have no signed_at (NULL): their tokens stay unique through the partial
 # index, which new rows never enter, and the stores look them up before inserting while
 # such rows exist. The frame key's time is FRAME_TIME, which lookups must repeat as is.
+UNTIMED_FRAME_KINDS: Final = ("device_alarm", "base_station_alarm")
+"""The kinds whose frame time is '' (frozen with schema 4, like FRAME_TIME)."""
 FRAME_TIME: Final = (
-    "CASE WHEN kind IN ('device_alarm', 'base_station_alarm') THEN '' "
+    f"CASE WHEN kind IN ({', '.join(repr(k) for k in UNTIMED_FRAME_KINDS)}) THEN '' "
     "ELSE COALESCE(\"time\", '') END"
 )
 _REPORT_KEYS: Final = (

@@ -16,7 +16,7 @@ from dataclasses import fields
 from operator import attrgetter
 from typing import Any, Final
 
-from tpas.storage.migrations import FRAME_TIME
+from tpas.storage.migrations import FRAME_TIME, UNTIMED_FRAME_KINDS
 from tpas.storage.ports import DeviceSummary, NewReport, ReportQuery, StoredReport
 
 __all__ = [
@@ -231,13 +231,13 @@ def insert_params(report: NewReport) -> tuple[Any, ...]:
     return values
 
 
-_ALARMS: Final = frozenset({"device_alarm", "base_station_alarm"})
+_UNTIMED: Final = frozenset(UNTIMED_FRAME_KINDS)
 
 
 def duplicate_params(report: NewReport) -> tuple[Any, ...]:
     """The parameters of :attr:`Statements.find_duplicate` for ``report``."""
     app, token = report.application, report.token
-    frame_time = "" if report.kind in _ALARMS else report.time or ""  # migrations.FRAME_TIME
+    frame_time = "" if report.kind in _UNTIMED else report.time or ""  # as FRAME_TIME
     return (app, report.signed_at, token, app, token, app, frame_time, report.frame_key)
 
 
